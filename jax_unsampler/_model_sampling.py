@@ -1,0 +1,354 @@
+"""A diffusion model's sigma table and its `timestep`/`sigma` maps, for every ComfyUI model type.
+
+ComfyUI gives each model a "model sampling" object: an ascending float32 table of the sigmas
+the model was trained on, plus two maps between a sigma and the model's timestep. Schedulers
+read nothing else. `ModelSampling` is that object as an immutable pytree: the table and the
+numeric settings are traced leaves, the model type and the kind of parameterisation are static.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from . import _float32
+from ._float32 import torch_linspace
+from ._validation import check_choice
+
+MODEL_TYPES = (
+    "EPS",
+    "V_PREDICTION",
+    "V_PREDICTION_EDM",
+    "STABLE_CASCADE",
+    "EDM",
+    "FLOW",
+    "V_PREDICTION_CONTINUOUS",
+    "FLUX",
+    "IMG_TO_IMG",
+    "FLOW_COSMOS",
+)
+"""ComfyUI's `ModelType` names, in its order."""
+
+BETA_SCHEDULES = ("linear", "sqrt_linear", "sqrt", "cosine", "squaredcos_cap_v2")
+"""The `beta_schedule` values of discrete (EPS / V_PREDICTION) models."""
+
+# Model type -> the family of sigma <-> timestep maps ComfyUI pairs with it.
+_PARAMETERISATION = {
+    "EPS": "discrete",
+    "V_PREDICTION": "discrete",
+    "IMG_TO_IMG": "discrete",
+    "V_PREDICTION_EDM": "continuous_edm",
+    "EDM": "continuous_edm",
+    "V_PREDICTION_CONTINUOUS": "continuous_v",
+    "FLOW_COSMOS": "cosmos_rflow",
+    "FLOW": "discrete_flow",
+    "FLUX": "flux",
+    "STABLE_CASCADE": "stable_cascade",
+}
+
+# Every setting a parameterisation reads, with ComfyUI's default.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "discrete": {
+        "beta_schedule": "linear",
+        "linear_start": 0.00085,
+        "linear_end": 0.012,
+        "timesteps": 1000,
+        "zsnr": False,
+        "sigma_data": 1.0,
+    },
+    "continuous_edm": {"sigma_min": 0.002, "sigma_max": 120.0, "sigma_data": 1.0},
+    "continuous_v": {"sigma_min": 0.002, "sigma_max": 120.0, "sigma_data": 1.0},
+    "cosmos_rflow": {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 1.0},
+    "discrete_flow": {"shift": 1.0, "multiplier": 1000.0, "sigma_data": 1.0},
+    "flux": {"shift": 1.15, "sigma_data": 1.0},
+    "stable_cascade": {"shift": 1.0, "sigma_data": 1.0},
+}
+SAMPLING_SETTINGS = tuple(sorted({k for d in _DEFAULTS.values() for k in d}))
+"""Every `sampling_settings` key some model type reads; others are rejected as typos."""
+
+_ZSNR_LAST_ALPHA_CUMPROD = 4.8973451890853435e-08
+_COSINE_S = 8e-3
+_FLOW_TIMESTEPS = 1000
+_FLUX_TIMESTEPS = 10000
+_CASCADE_TIMESTEPS = 10000
+_CONTINUOUS_TABLE = 1000
+
+
+def _zero(x=0.0):
+    return jnp.asarray(x, jnp.float32)
+
+
+class ModelSampling(struct.PyTreeNode):
+    """A model's sigma table and sigma/timestep maps (ComfyUI's `model_sampling` object).
+
+    Build one with `model_sampling(model_type, settings)`, `preset(name).model_sampling` or
+    `model_sampling_from_table(sigmas)`; the fields are an implementation detail.
+
+    **Attributes:**
+
+    - `sigmas`: the ascending float32 sigma table.
+    - `log_sigmas`: its logarithm (what discrete models interpolate in).
+    - `sigma_min`, `sigma_max`: the first and last entries of the table.
+    - `model_type`: ComfyUI's model type name (static).
+    """
+
+    sigmas: jax.Array
+    log_sigmas: jax.Array
+    shift: jax.Array = struct.field(default_factory=lambda: _zero(1.0))
+    multiplier: jax.Array = struct.field(default_factory=lambda: _zero(1000.0))
+    sigma_data: jax.Array = struct.field(default_factory=lambda: _zero(1.0))
+    model_type: str = struct.field(pytree_node=False, default="EPS")
+    parameterisation: str = struct.field(pytree_node=False, default="discrete")
+    # ddim_uniform's schedule length depends on whether the table's second entry is ~0;
+    # recorded when the table is concrete so it stays known under jit.
+    second_sigma_is_zero: bool = struct.field(pytree_node=False, default=False)
+
+    @property
+    def sigma_min(self) -> jax.Array:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> jax.Array:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma) -> jax.Array:
+        """The model's timestep for `sigma` (an integer table index for discrete models)."""
+        sigma = jnp.asarray(sigma, jnp.float32)
+        kind = self.parameterisation
+        if kind == "discrete":
+            dists = jnp.abs(jnp.log(sigma)[None] - self.log_sigmas.reshape((-1,) + (1,) * sigma.ndim))
+            return jnp.argmin(dists, axis=0).astype(jnp.int32)
+        if kind == "continuous_edm":
+            return 0.25 * jnp.log(sigma)
+        if kind == "continuous_v":
+            return _float32.arctan(sigma) / math.pi * 2
+        if kind == "cosmos_rflow":
+            return sigma / (sigma + 1)
+        if kind == "discrete_flow":
+            return sigma * self.multiplier
+        if kind == "flux":
+            return sigma
+        if kind == "stable_cascade":
+            var = jnp.clip(1 / (sigma * sigma + 1), 0.0, 1.0)
+            s = jnp.float32(_COSINE_S)
+            return jnp.arccos(jnp.sqrt(var * _cascade_init())) / (math.pi * 0.5) * (1 + s) - s
+        raise AssertionError(kind)
+
+    def sigma(self, timestep) -> jax.Array:
+        """The sigma at `timestep` (fractional timesteps interpolate for discrete models)."""
+        t = jnp.asarray(timestep).astype(jnp.float32)
+        kind = self.parameterisation
+        if kind == "discrete":
+            t = jnp.clip(t, 0, self.sigmas.shape[0] - 1)
+            lo, hi = jnp.floor(t), jnp.ceil(t)
+            w = t - lo
+            log_sigma = (1 - w) * self.log_sigmas[lo.astype(jnp.int32)] + w * self.log_sigmas[
+                hi.astype(jnp.int32)
+            ]
+            return jnp.exp(log_sigma)
+        if kind == "continuous_edm":
+            return jnp.exp(t / 0.25)
+        if kind == "continuous_v":
+            return _float32.tan(t * math.pi / 2)
+        if kind == "cosmos_rflow":
+            top = self.sigma_max
+            return jnp.where(t >= top / (top + 1), top, t / (1 - t))
+        if kind == "discrete_flow":
+            return _time_snr_shift(self.shift, t / self.multiplier)
+        if kind == "flux":
+            e = jnp.exp(self.shift)
+            return e / (e + (1 / t - 1))
+        if kind == "stable_cascade":
+            return _cascade_sigma(self.shift, t)
+        raise AssertionError(kind)
+
+
+def _time_snr_shift(shift, t):
+    # Exactly t when shift == 1 (shift * t == t and (shift - 1) * t == 0 in float32).
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def _cascade_init():
+    s = jnp.float32(_COSINE_S)
+    return jnp.cos(s / (1 + s) * math.pi * 0.5) ** 2
+
+
+def _cascade_sigma(shift, t):
+    s = jnp.float32(_COSINE_S)
+    alpha_cumprod = jnp.cos((t + s) / (1 + s) * math.pi * 0.5) ** 2 / _cascade_init()
+    log_snr = jnp.log(alpha_cumprod / (1 - alpha_cumprod)) + 2 * jnp.log(1.0 / shift)
+    alpha_cumprod = jnp.where(shift != 1.0, jax.nn.sigmoid(log_snr), alpha_cumprod)
+    alpha_cumprod = jnp.clip(alpha_cumprod, 0.0001, 0.9999)
+    return jnp.sqrt((1 - alpha_cumprod) / alpha_cumprod)
+
+
+def _betas(schedule: str, n: int, start: float, end: float) -> np.ndarray:
+    """Float64 betas of a discrete schedule (ComfyUI's `make_beta_schedule`)."""
+    if schedule == "linear":
+        return np.linspace(start**0.5, end**0.5, n, dtype=np.float64) ** 2
+    if schedule == "sqrt_linear":
+        return np.linspace(start, end, n, dtype=np.float64)
+    if schedule == "sqrt":
+        return np.linspace(start, end, n, dtype=np.float64) ** 0.5
+    if schedule == "cosine":
+        t = np.arange(n + 1, dtype=np.float64) / n + _COSINE_S
+        alphas = np.cos(t / (1 + _COSINE_S) * np.pi / 2) ** 2
+        alphas = alphas / alphas[0]
+        return np.clip(1 - alphas[1:] / alphas[:-1], 0, 0.999)
+    if schedule == "squaredcos_cap_v2":
+
+        def alpha_bar(t):
+            return np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2
+
+        t = np.arange(n + 1, dtype=np.float64) / n
+        return np.minimum(1 - alpha_bar(t[1:]) / alpha_bar(t[:-1]), 0.999)
+    raise AssertionError(schedule)
+
+
+def _rescale_zero_terminal_snr(sigmas: np.ndarray) -> np.ndarray:
+    """Lin et al.'s zero-terminal-SNR rescaling of a float64 sigma table."""
+    sqrt_ac = np.sqrt(1 / (sigmas * sigmas + 1))
+    first, last = sqrt_ac[0], sqrt_ac[-1]
+    sqrt_ac = (sqrt_ac - last) * (first / (first - last))
+    ac = sqrt_ac**2
+    ac[-1] = _ZSNR_LAST_ALPHA_CUMPROD
+    return np.sqrt((1 - ac) / ac)
+
+
+def _discrete_table(cfg: Mapping[str, Any]) -> np.ndarray:
+    betas = _betas(cfg["beta_schedule"], cfg["timesteps"], cfg["linear_start"], cfg["linear_end"])
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    sigmas = np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
+    if cfg["zsnr"]:
+        sigmas = _rescale_zero_terminal_snr(sigmas)
+    return sigmas  # float64; the caller stores float32 and float32(log(float64))
+
+
+def _check_settings(model_type: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    fn = "model_sampling"
+    kind = _PARAMETERISATION[model_type]
+    for key in settings:
+        check_choice(fn, "sampling_settings key", key, SAMPLING_SETTINGS)
+    cfg = {k: settings.get(k, v) for k, v in _DEFAULTS[kind].items()}
+    for key, value in cfg.items():
+        if key == "beta_schedule":
+            check_choice(fn, "beta_schedule", value, BETA_SCHEDULES)
+        elif key == "zsnr":
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{fn}: zsnr must be True or False, got {value!r}")
+        elif key == "timesteps":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
+                raise ValueError(f"{fn}: timesteps must be an integer >= 2, got {value!r}")
+            cfg[key] = int(value)
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{fn}: {key} must be a positive number, got {value!r}") from None
+            if not (math.isfinite(number) and number > 0):
+                raise ValueError(f"{fn}: {key} must be a positive finite number, got {value!r}")
+            cfg[key] = number
+    if kind == "discrete" and cfg["beta_schedule"] in ("linear", "sqrt_linear", "sqrt"):
+        if not cfg["linear_start"] < 1 or not cfg["linear_end"] < 1:
+            raise ValueError(
+                f"{fn}: linear_start and linear_end must be below 1, got "
+                f"{cfg['linear_start']!r} and {cfg['linear_end']!r}"
+            )
+    if "sigma_min" in cfg and not cfg["sigma_min"] < cfg["sigma_max"]:
+        raise ValueError(
+            f"{fn}: sigma_min must be below sigma_max, got {cfg['sigma_min']!r} >= {cfg['sigma_max']!r}"
+        )
+    return cfg
+
+
+def model_sampling(model_type: str, sampling_settings: Mapping[str, Any] | None = None) -> ModelSampling:
+    """ComfyUI's model sampling object for a model type and its `sampling_settings`.
+
+    **Arguments:**
+
+    - `model_type`: one of `MODEL_TYPES` (ComfyUI's `ModelType` names, e.g. `"EPS"`, `"FLUX"`).
+    - `sampling_settings`: the model config's settings dict, as ComfyUI holds it. Keys a model
+      type does not read are ignored, as in ComfyUI; keys no model type reads raise.
+      Discrete types read `beta_schedule`, `linear_start`, `linear_end`, `timesteps`, `zsnr`;
+      continuous ones `sigma_min`, `sigma_max`, `sigma_data`; flow ones `shift` (and
+      `multiplier` for FLOW).
+
+    **Returns:** a `ModelSampling` whose table equals ComfyUI's float32 table.
+    """
+    check_choice("model_sampling", "model_type", model_type, MODEL_TYPES)
+    settings = {} if sampling_settings is None else dict(sampling_settings)
+    cfg = _check_settings(model_type, settings)
+    kind = _PARAMETERISATION[model_type]
+    common = dict(
+        model_type=model_type,
+        parameterisation=kind,
+        sigma_data=_zero(cfg["sigma_data"]),
+    )
+    with jax.ensure_compile_time_eval():
+        if kind == "discrete":
+            table64 = _discrete_table(cfg)
+            sigmas = np.asarray(table64, np.float32)
+            log_sigmas = np.asarray(np.log(table64), np.float32)
+            return _finish(sigmas, log_sigmas, **common)
+        if kind in ("continuous_edm", "continuous_v", "cosmos_rflow"):
+            grid = torch_linspace(math.log(cfg["sigma_min"]), math.log(cfg["sigma_max"]), _CONTINUOUS_TABLE)
+            sigmas = np.asarray(jnp.exp(grid))
+            return _finish(sigmas, np.log(sigmas), **common)
+        shift = _zero(cfg["shift"])
+        proto = ModelSampling(
+            sigmas=jnp.ones((2,), jnp.float32),
+            log_sigmas=jnp.zeros((2,), jnp.float32),
+            shift=shift,
+            multiplier=_zero(cfg.get("multiplier", 1000.0)),
+            **common,
+        )
+        if kind == "discrete_flow":
+            steps = np.arange(1, _FLOW_TIMESTEPS + 1, dtype=np.float32) / np.float32(_FLOW_TIMESTEPS)
+            sigmas = np.asarray(proto.sigma(jnp.asarray(steps) * proto.multiplier))
+        elif kind == "flux":
+            steps = np.arange(1, _FLUX_TIMESTEPS + 1, dtype=np.float32) / np.float32(_FLUX_TIMESTEPS)
+            sigmas = np.asarray(proto.sigma(steps))
+        else:  # stable_cascade
+            steps = (np.arange(1, _CASCADE_TIMESTEPS + 1) / _CASCADE_TIMESTEPS).astype(np.float32)
+            sigmas = np.asarray(proto.sigma(steps))
+        return _finish(sigmas, np.log(sigmas), shift=proto.shift, multiplier=proto.multiplier, **common)
+
+
+def _finish(sigmas: np.ndarray, log_sigmas: np.ndarray, **fields) -> ModelSampling:
+    second_zero = bool(sigmas.shape[0] > 1 and abs(float(sigmas[1])) <= 1e-5)
+    return ModelSampling(
+        sigmas=jnp.asarray(sigmas, jnp.float32),
+        log_sigmas=jnp.asarray(log_sigmas, jnp.float32),
+        second_sigma_is_zero=second_zero,
+        **fields,
+    )
+
+
+def model_sampling_from_table(sigmas, model_type: str = "EPS") -> ModelSampling:
+    """A discrete model sampling over an arbitrary ascending sigma table.
+
+    For models whose sampling class is unknown: schedulers then see the table and ComfyUI's
+    discrete maps (nearest log-sigma index, log-linear interpolation), which is what ComfyUI
+    itself does for every discrete-table model.
+
+    **Arguments:**
+
+    - `sigmas`: a 1-D array of at least two positive, finite, ascending sigmas.
+    - `model_type`: recorded for the noise scaling of `mode="model"`; one of `MODEL_TYPES`.
+    """
+    fn = "model_sampling_from_table"
+    check_choice(fn, "model_type", model_type, MODEL_TYPES)
+    table = np.asarray(sigmas, dtype=np.float32)
+    if table.ndim != 1 or table.shape[0] < 2:
+        raise ValueError(f"{fn}: sigmas must be 1-D with at least 2 entries, got shape {table.shape}")
+    if not np.all(np.isfinite(table)) or not np.all(table > 0):
+        raise ValueError(f"{fn}: sigmas must be positive and finite")
+    if not np.all(np.diff(table) >= 0):
+        raise ValueError(f"{fn}: sigmas must be ascending (least noise first)")
+    return _finish(table, np.log(table), model_type=model_type, parameterisation="discrete")
