@@ -13,14 +13,18 @@ from ._model_sampling import MODEL_TYPES as MODEL_TYPES
 from ._model_sampling import ModelSampling as ModelSampling
 from ._model_sampling import model_sampling as model_sampling
 from ._model_sampling import model_sampling_from_table as model_sampling_from_table
+from ._model_sampling import noise_scaling_of as noise_scaling_of
 from ._node import unsampler_sigmas as unsampler_sigmas
 from ._noise import COUPLINGS as COUPLINGS
+from ._noise import NOISE_SCALINGS as NOISE_SCALINGS
 from ._noise import noised_latents as noised_latents
+from ._noise import noised_latents_chunks as noised_latents_chunks
 from ._presets import Preset as Preset
 from ._presets import preset as preset
 from ._presets import presets as presets
 from ._schedulers import SCHEDULERS as SCHEDULERS
 from ._schedulers import calculate_sigmas as calculate_sigmas
+from ._unsample import MODES as MODES
 from ._unsample import batch_unsample as batch_unsample
 from ._validation import MAX_STEPS as MAX_STEPS
 

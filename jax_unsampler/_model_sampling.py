@@ -52,6 +52,15 @@ _PARAMETERISATION = {
     "STABLE_CASCADE": "stable_cascade",
 }
 
+# Model type -> ComfyUI's noise_scaling rule (see `noised_latents`): CONST for rectified flow.
+_NOISE_SCALING = {t: ("const" if t in ("FLOW", "FLUX") else "eps") for t in MODEL_TYPES}
+
+
+def noise_scaling_of(model_type: str) -> str:
+    """How ComfyUI mixes noise into a latent for a model type: `"eps"` or `"const"`."""
+    return _NOISE_SCALING[check_choice("noise_scaling_of", "model_type", model_type, MODEL_TYPES)]
+
+
 # Every setting a parameterisation reads, with ComfyUI's default.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "discrete": {

@@ -9,6 +9,7 @@ the same bits as one run.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -127,35 +128,53 @@ def markov_start(batch: int, item_shape) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros((), jnp.float32), jnp.zeros((batch, *item_shape), jnp.float32)
 
 
+NOISE_SCALINGS = ("eps", "const")
+"""ComfyUI's `noise_scaling` rules: `x + sigma*eps` (EPS, V, EDM, Cosmos) or
+`sigma*eps + (1 - sigma)*x` (CONST: rectified-flow models such as SD3, Flux, Wan)."""
+
+
 def apply_noise(x, scaled_noise, sigma, scaling: str):
-    """ComfyUI's `noise_scaling`: `x + sigma*eps`, or `sigma*eps + (1 - sigma)*x` for CONST."""
+    """ComfyUI's `noise_scaling`, given `scaled_noise = sigma * eps`."""
     if scaling == "const":
         return scaled_noise + (1 - sigma) * x
     return x + scaled_noise
 
 
-@functools.partial(jax.jit, static_argnames=("coupling", "scaling", "out_dtype"))
-def _noised_scan(key, x, sigmas, step_ids, item_ids, offset, carry, *, coupling, scaling, out_dtype):
+def _to_model(x, latent_format):
+    return x if latent_format is None else latent_format.process_in(x)
+
+
+def _from_model(z, latent_format):
+    return z if latent_format is None else latent_format.process_out(z)
+
+
+@functools.partial(jax.jit, static_argnames=("coupling", "scaling", "latent_format", "out_dtype"))
+def _noised_scan(
+    key, x, sigmas, step_ids, item_ids, offset, carry, *, coupling, scaling, latent_format, out_dtype
+):
     """The kernel: `(len(sigmas), B, *item)` noised latents and the final Markov state."""
     item_shape = x.shape[1:]
     body, carry = _noise_path(key, sigmas, step_ids, item_ids, item_shape, coupling, carry)
+    x_model = _to_model(x, latent_format)
 
     def step(c, inp):
         c, scaled = body(c, inp)
-        z = apply_noise(x, scaled, inp[1], scaling) - offset
+        z = _from_model(apply_noise(x_model, scaled, inp[1], scaling), latent_format) - offset
         return c, z.astype(out_dtype)
 
     carry, z = jax.lax.scan(step, carry, (step_ids, sigmas))
     return z, carry
 
 
-def first_entry_mean(key, x, sigma0, item_id0, scaling: str = "add") -> jax.Array:
-    """Mean of the batch's first entry (step 0, item 0): what `normalize` subtracts.
+@functools.partial(jax.jit, static_argnames=("scaling", "latent_format"))
+def _first_entry_mean(key, x, sigma0, step0, item0, *, scaling, latent_format):
+    """Mean of the first entry (first step, first item): the scalar `normalize` subtracts.
 
-    Step 0 draws the same noise in every coupling, so this needs no coupling.
+    The first step draws the same noise in every coupling, so this needs no coupling.
     """
-    eps = step_noise(key, 0, jnp.asarray([item_id0]), x.shape[1:])[0]
-    return jnp.mean(apply_noise(x[0], sigma0 * eps, sigma0, scaling))
+    eps = step_noise(key, step0, item0[None], x.shape[1:])[0]
+    x0 = _to_model(x[:1], latent_format)
+    return jnp.mean(_from_model(apply_noise(x0, sigma0 * eps[None], sigma0, scaling), latent_format))
 
 
 def _item_ids(fn: str, batch_index, batch: int):
@@ -172,23 +191,57 @@ def _item_ids(fn: str, batch_index, batch: int):
     return ids.astype(jnp.uint32)
 
 
-def noised_latents(
-    key,
-    latent,
-    sigmas,
-    *,
-    normalize: bool = False,
-    coupling: str = "independent",
-    batch_index=None,
-    step_offset: int = 0,
-):
-    """The node's noised batch for a latent of any batch size and rank.
+class _Plan:
+    """Validated, canonical arguments shared by `noised_latents` and its chunked variant."""
 
-    `z[i*B + b] = x[b] + sigmas[i] * eps[i, b]`, step-major, each `eps` standard normal with
-    `x[b]`'s shape, drawn from `fold_in(fold_in(key, step_offset + i), batch_index[b])`.
+    def __init__(self, fn, key, latent, sigmas, normalize, coupling, batch_index, step_offset,
+                 noise_scaling, latent_format):  # fmt: skip
+        self.key = canonical_key(fn, key)
+        self.latent = check_latent(fn, latent)
+        sigmas = check_sigmas(fn, sigmas)
+        check_choice(fn, "coupling", coupling, COUPLINGS)
+        check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
+        if coupling == "markov" and _is_concrete(sigmas) and bool(jnp.any(jnp.diff(sigmas) < 0)):
+            raise ValueError(f"{fn}: coupling='markov' needs ascending sigmas (least noise first)")
+        if not isinstance(normalize, (bool, np.bool_)):
+            raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
+        if isinstance(step_offset, bool) or not isinstance(step_offset, (int, np.integer)) or step_offset < 0:
+            raise ValueError(f"{fn}: step_offset must be a non-negative int, got {step_offset!r}")
+        if latent_format is not None and not hasattr(latent_format, "process_in"):
+            raise ValueError(
+                f"{fn}: latent_format must be a LatentFormat (e.g. preset(name).latent_format), "
+                f"got {type(latent_format).__name__}"
+            )
+        self.sigmas = sigmas.astype(jnp.float32)
+        self.item_ids = _item_ids(fn, batch_index, self.latent.shape[0])
+        self.step_offset = int(step_offset)
+        self.normalize = bool(normalize)
+        self.coupling = coupling
+        self.statics = dict(scaling=noise_scaling, latent_format=latent_format)
+        self.x = self.latent.astype(jnp.float32)
 
-    **Arguments:**
+    @property
+    def item_shape(self):
+        return self.latent.shape[1:]
 
+    def offset(self):
+        if not self.normalize or self.sigmas.shape[0] == 0:
+            return jnp.zeros((), jnp.float32)
+        step0 = jnp.uint32(self.step_offset)
+        return _first_entry_mean(self.key, self.x, self.sigmas[0], step0, self.item_ids[0], **self.statics)
+
+    def start(self):
+        return markov_start(self.latent.shape[0], self.item_shape) if self.coupling == "markov" else None
+
+    def run(self, sigmas, first_step, offset, carry):
+        step_ids = jnp.arange(sigmas.shape[0], dtype=jnp.uint32) + jnp.uint32(first_step)
+        return _noised_scan(
+            self.key, self.x, sigmas, step_ids, self.item_ids, offset, carry,
+            coupling=self.coupling, out_dtype=self.latent.dtype, **self.statics,
+        )  # fmt: skip
+
+
+_NOISE_DOC_ARGS = """
     - `key`: a PRNG key (`jax.random.key(seed)`, or a legacy `jax.random.PRNGKey(seed)`).
     - `latent`: `(B, ...)`, rank 2 or more (4-D images, 5-D video, 3-D audio); float32, float16
       or bfloat16 (half precision is computed in float32 and rounded once).
@@ -202,42 +255,91 @@ def noised_latents(
     - `batch_index`: optional `B` non-negative ints naming each item's noise stream
       (ComfyUI's LATENT `batch_index`); default `0..B-1`.
     - `step_offset`: the global index of `sigmas[0]`, for runs split into chunks of steps.
+    - `noise_scaling`: `"eps"` (the node: `x + sigma*eps`) or `"const"`
+      (`sigma*eps + (1 - sigma)*x`, rectified-flow models).
+    - `latent_format`: a `LatentFormat`; when given, the noise is applied in the model's space
+      (`process_out(noise_scaling(process_in(x)))`), as ComfyUI feeds the model.
+"""
 
+
+def noised_latents(
+    key,
+    latent,
+    sigmas,
+    *,
+    normalize: bool = False,
+    coupling: str = "independent",
+    batch_index=None,
+    step_offset: int = 0,
+    noise_scaling: str = "eps",
+    latent_format=None,
+):
+    plan = _Plan("noised_latents", key, latent, sigmas, normalize, coupling, batch_index, step_offset,
+                 noise_scaling, latent_format)  # fmt: skip
+    n, batch = plan.sigmas.shape[0], plan.latent.shape[0]
+    if n == 0:
+        return jnp.zeros((0, *plan.item_shape), plan.latent.dtype)
+    z, _ = plan.run(plan.sigmas, plan.step_offset, plan.offset(), plan.start())
+    return z.reshape((n * batch, *plan.item_shape))
+
+
+noised_latents.__doc__ = (
+    """The node's noised batch for a latent of any batch size and rank.
+
+    `z[i*B + b] = x[b] + sigmas[i] * eps[i, b]`, step-major, each `eps` standard normal with
+    `x[b]`'s shape, drawn from `fold_in(fold_in(key, step_offset + i), batch_index[b])`.
+
+    **Arguments:**
+"""
+    + _NOISE_DOC_ARGS
+    + """
     **Returns:** an array of shape `(len(sigmas) * B, *latent.shape[1:])` and the latent's dtype.
     """
-    fn = "noised_latents"
-    key = canonical_key(fn, key)
-    latent = check_latent(fn, latent)
-    sigmas = check_sigmas(fn, sigmas)
-    check_choice(fn, "coupling", coupling, COUPLINGS)
-    if coupling == "markov" and _is_concrete(sigmas) and bool(jnp.any(jnp.diff(sigmas) < 0)):
-        raise ValueError(f"{fn}: coupling='markov' needs ascending sigmas (least noise first)")
-    if not isinstance(normalize, (bool, np.bool_)):
-        raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
-    if isinstance(step_offset, bool) or not isinstance(step_offset, (int, np.integer)) or step_offset < 0:
-        raise ValueError(f"{fn}: step_offset must be a non-negative int, got {step_offset!r}")
-    batch = latent.shape[0]
-    item_ids = _item_ids(fn, batch_index, batch)
-    return _noised(
-        key, latent, sigmas.astype(jnp.float32), item_ids, int(step_offset), normalize, coupling, "add"
-    )
+)
 
 
-def _noised(key, latent, sigmas, item_ids, step_offset, normalize, coupling, scaling):
-    x = latent.astype(jnp.float32)
-    n, batch = sigmas.shape[0], latent.shape[0]
-    if n == 0:
-        return jnp.zeros((0, *latent.shape[1:]), latent.dtype)
-    offset = jnp.zeros((), jnp.float32)
-    if normalize:
-        offset = _first_entry_mean(key, x, sigmas[0], item_ids[0], scaling)
-    step_ids = jnp.arange(step_offset, step_offset + n, dtype=jnp.uint32)
-    carry = markov_start(batch, latent.shape[1:]) if coupling == "markov" else None
-    z, _ = _noised_scan(
-        key, x, sigmas, step_ids, item_ids, offset, carry,
-        coupling=coupling, scaling=scaling, out_dtype=latent.dtype,
-    )  # fmt: skip
-    return z.reshape((n * batch, *latent.shape[1:]))
+def noised_latents_chunks(
+    key,
+    latent,
+    sigmas,
+    *,
+    chunk_steps: int,
+    normalize: bool = False,
+    coupling: str = "independent",
+    batch_index=None,
+    step_offset: int = 0,
+    noise_scaling: str = "eps",
+    latent_format=None,
+) -> Iterator[jax.Array]:
+    plan = _Plan("noised_latents_chunks", key, latent, sigmas, normalize, coupling, batch_index,
+                 step_offset, noise_scaling, latent_format)  # fmt: skip
+    if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
+        raise ValueError(f"noised_latents_chunks: chunk_steps must be a positive int, got {chunk_steps!r}")
+    return _chunks(plan, int(chunk_steps))
 
 
-_first_entry_mean = jax.jit(first_entry_mean, static_argnames=("scaling",))
+def _chunks(plan: _Plan, chunk: int) -> Iterator[jax.Array]:
+    n, batch = plan.sigmas.shape[0], plan.latent.shape[0]
+    offset, carry = plan.offset(), plan.start()
+    for start in range(0, n, chunk):
+        part = plan.sigmas[start : start + chunk]
+        real = part.shape[0]
+        if real < chunk and n > chunk:  # pad the last chunk so every chunk shares one compilation
+            part = jnp.concatenate([part, jnp.broadcast_to(part[-1:], (chunk - real,))])
+        z, carry = plan.run(part, plan.step_offset + start, offset, carry)
+        yield z[:real].reshape((real * batch, *plan.item_shape))
+
+
+noised_latents_chunks.__doc__ = (
+    """`noised_latents` in pieces of `chunk_steps` steps, for batches larger than memory.
+
+    Yields arrays of `chunk_steps * B` entries (the last may be shorter); concatenated they
+    equal `noised_latents` with the same arguments, bit for bit. Only one chunk is alive at a
+    time if the caller drops each after use.
+
+    **Arguments:**
+
+    - `chunk_steps`: steps per chunk (positive).
+"""
+    + _NOISE_DOC_ARGS
+)

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from ._model_sampling import ModelSampling
+from ._latent_format import LatentFormat
+from ._model_sampling import ModelSampling, noise_scaling_of
 from ._node import unsampler_sigmas
 from ._noise import noised_latents
 from ._presets import Preset, preset
-from ._validation import MAX_STEPS
+from ._validation import MAX_STEPS, check_choice
+
+MODES = ("node", "model")
+"""`"node"`: the original node's `x + sigma / scale_factor * eps`. `"model"`: what ComfyUI feeds
+the model at each of its own sigmas (its noise scaling, in the latent format's space)."""
 
 
-def resolve_model(fn: str, model, latent_scale_factor=None) -> tuple[ModelSampling, float]:
-    """`(model sampling, latent scale factor)` from a preset name, a `Preset` or a `ModelSampling`."""
+def resolve_model(fn: str, model):
+    """`(model sampling, latent scale factor, latent format or None)` of a model argument.
+
+    `model` is a preset name, a `Preset`, a `ModelSampling` (scale factor 1, no latent format)
+    or a `(ModelSampling, latent_scale_factor)` / `(ModelSampling, LatentFormat)` pair.
+    """
     if isinstance(model, str):
         model = preset(model)
     if isinstance(model, Preset):
-        scale = model.latent_scale_factor if latent_scale_factor is None else latent_scale_factor
-        return model.model_sampling, scale
-    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], ModelSampling):
-        return model
+        return model.model_sampling, model.latent_scale_factor, model.latent_format
     if isinstance(model, ModelSampling):
-        return model, 1.0 if latent_scale_factor is None else latent_scale_factor
+        return model, 1.0, None
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], ModelSampling):
+        ms, second = model
+        if isinstance(second, LatentFormat):
+            return ms, second.scale_factor, second
+        if isinstance(second, (int, float)) and not isinstance(second, bool) and second > 0:
+            return ms, float(second), None
     raise ValueError(
         f"{fn}: model must be a preset name, a Preset, a ModelSampling or a "
         f"(ModelSampling, latent_scale_factor) pair, got {type(model).__name__}"
@@ -37,6 +49,7 @@ def batch_unsample(
     latent=None,
     normalize: bool = False,
     *,
+    mode: str = "node",
     divide_by_scale_factor: bool = True,
     coupling: str = "independent",
     batch_index=None,
@@ -51,20 +64,36 @@ def batch_unsample(
     - `sampler_name`, `scheduler`, `steps`, `start_at_step`, `end_at_step`: the node's inputs.
     - `latent`: the `(B, C, ...)` latent.
     - `normalize`: the node's `normalize`.
-    - `divide_by_scale_factor`: the node divides the sigmas by the latent scale factor; pass
+    - `mode`: `"node"` (default): exactly the original node, `x + sigma / scale * eps`.
+      `"model"`: the model's own sigmas (not divided), mixed in as ComfyUI does for the model
+      type (`x + sigma*eps`, or `sigma*eps + (1 - sigma)*x` for flow models) in the latent
+      format's space (`process_in`, then `process_out`): each entry is what ComfyUI would feed
+      the model at that sigma, as a LATENT. Needs a latent format for non-trivial formats
+      (a preset, or a `(ModelSampling, LatentFormat)` pair).
+    - `divide_by_scale_factor`: in node mode the node divides the sigmas by the latent scale factor; pass
       `False` to noise with the model's own sigmas.
     - `coupling`, `batch_index`: see `noised_latents`.
 
     **Returns:** the `(n * B, C, ...)` batch, step-major, least noise first.
     """
     fn = "batch_unsample"
-    ms, scale = resolve_model(fn, model)
+    check_choice(fn, "mode", mode, MODES)
+    ms, scale, latent_format = resolve_model(fn, model)
     if latent is None:
         raise ValueError(f"{fn}: latent is required")
+    divide = mode == "node" and divide_by_scale_factor
     sigmas = unsampler_sigmas(
         ms, sampler_name, scheduler, steps, start_at_step, end_at_step,
-        latent_scale_factor=scale if divide_by_scale_factor else 1.0,
+        latent_scale_factor=scale if divide else 1.0,
     )  # fmt: skip
     return noised_latents(
-        key, latent, sigmas, normalize=normalize, coupling=coupling, batch_index=batch_index
-    )
+        key, latent, sigmas, normalize=normalize, coupling=coupling, batch_index=batch_index,
+        **mode_noise_options(ms, latent_format, mode),
+    )  # fmt: skip
+
+
+def mode_noise_options(ms: ModelSampling, latent_format, mode: str) -> dict:
+    """`noised_latents` keywords (`noise_scaling`, `latent_format`) for a mode."""
+    if mode == "node":
+        return dict(noise_scaling="eps", latent_format=None)
+    return dict(noise_scaling=noise_scaling_of(ms.model_type), latent_format=latent_format)
