@@ -19,6 +19,7 @@ from ._noise import COUPLINGS as COUPLINGS
 from ._noise import NOISE_SCALINGS as NOISE_SCALINGS
 from ._noise import noised_latents as noised_latents
 from ._noise import noised_latents_chunks as noised_latents_chunks
+from ._noise import noised_latents_from_noise as noised_latents_from_noise
 from ._presets import Preset as Preset
 from ._presets import preset as preset
 from ._presets import presets as presets

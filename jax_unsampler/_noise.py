@@ -343,3 +343,70 @@ noised_latents_chunks.__doc__ = (
 """
     + _NOISE_DOC_ARGS
 )
+
+
+@functools.partial(jax.jit, static_argnames=("coupling", "scaling", "latent_format", "normalize"))
+def _from_noise(x, sigmas, noise, *, coupling, scaling, latent_format, normalize):
+    x_model = _to_model(x, latent_format)
+    if coupling == "shared":
+        noise = jnp.broadcast_to(noise[:1], noise.shape)
+
+    def step(prev, inp):
+        sigma, eps = inp
+        if coupling == "markov":
+            prev_sigma, prev_noise = prev
+            gap = jnp.sqrt(jnp.maximum(sigma * sigma - prev_sigma * prev_sigma, 0.0))
+            scaled = prev_noise + gap * eps
+            prev = (sigma, scaled)
+        else:
+            scaled = sigma * eps
+        return prev, _from_model(apply_noise(x_model, scaled, sigma, scaling), latent_format)
+
+    start = markov_start(x.shape[0], x.shape[1:]) if coupling == "markov" else None
+    _, z = jax.lax.scan(step, start, (sigmas, noise))
+    if normalize:
+        z = z - jnp.mean(z[0, 0])
+    return z
+
+
+def noised_latents_from_noise(
+    latent,
+    sigmas,
+    noise,
+    *,
+    normalize: bool = False,
+    coupling: str = "independent",
+    noise_scaling: str = "eps",
+    latent_format=None,
+):
+    """`noised_latents` with the standard normal noise given instead of drawn.
+
+    For noise from another framework, e.g. torch's generator (what `torch_bridge` does to match
+    the original node bit for bit): `noise[i*B + b]` is the noise of step `i`, item `b`, as in
+    the node's `torch.randn((n*B, ...))`. With `coupling="shared"` only the first step's noise
+    is used; with `"markov"` each step's noise is the innovation added to the previous one.
+
+    **Arguments:** `latent`, `sigmas`, `normalize`, `coupling`, `noise_scaling` and
+    `latent_format` as for `noised_latents`; `noise` of shape `(len(sigmas) * B, *latent.shape[1:])`.
+
+    **Returns:** the `(len(sigmas) * B, ...)` batch in the latent's dtype.
+    """
+    fn = "noised_latents_from_noise"
+    latent = check_latent(fn, latent)
+    sigmas = check_sigmas(fn, sigmas)
+    check_choice(fn, "coupling", coupling, COUPLINGS)
+    check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
+    n, batch, item = sigmas.shape[0], latent.shape[0], latent.shape[1:]
+    noise = jnp.asarray(noise)
+    if noise.shape != (n * batch, *item):
+        raise ValueError(
+            f"{fn}: noise must have shape {(n * batch, *item)} (len(sigmas) * B entries), got {noise.shape}"
+        )
+    if n == 0:
+        return jnp.zeros((0, *item), latent.dtype)
+    z = _from_noise(
+        latent.astype(jnp.float32), sigmas.astype(jnp.float32),
+        noise.astype(jnp.float32).reshape((n, batch, *item)),
+        coupling=coupling, scaling=noise_scaling, latent_format=latent_format, normalize=bool(normalize),
+    )  # fmt: skip
+    return z.reshape((n * batch, *item)).astype(latent.dtype)
