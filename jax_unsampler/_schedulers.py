@@ -118,7 +118,9 @@ def linear_quadratic(ms: ModelSampling, n: int):
 
 def kl_optimal(ms: ModelSampling, n: int):
     """Uniform in `atan(sigma)` (Sabour et al., 2024); one step gives `[sigma_max, 0]`."""
-    a = jnp.arange(n, dtype=jnp.float32) / max(n - 1, 1)
+    if n == 1:  # ComfyUI divides 0 by 0 here and returns [nan, 0]
+        return _append_zero(ms.sigma_max[None])
+    a = jnp.arange(n, dtype=jnp.float32) / (n - 1)
     lo, hi = _float32.arctan(ms.sigma_min), _float32.arctan(ms.sigma_max)
     return _append_zero(_float32.tan(a * lo + (1 - a) * hi))
 
