@@ -96,36 +96,17 @@ def step_noise(key, step, item_ids, item_shape) -> jax.Array:
     return jax.vmap(one)(item_ids)
 
 
-def _noise_path(key, sigmas, step_ids, item_ids, item_shape, coupling, carry_in):
-    """A scan body factory: yields `sigma_i * eps_i` per step, for the chosen coupling."""
-    if coupling == "independent":
-
-        def body(carry, inp):
-            step, sigma = inp
-            return carry, sigma * step_noise(key, step, item_ids, item_shape)
-
-    elif coupling == "shared":
-        shared = step_noise(key, 0, item_ids, item_shape)
-
-        def body(carry, inp):
-            _, sigma = inp
-            return carry, sigma * shared
-
-    else:  # markov: add the variance that takes sigma_{i-1} to sigma_i
-
-        def body(carry, inp):
-            step, sigma = inp
-            prev_sigma, prev_noise = carry
-            gap = jnp.sqrt(jnp.maximum(sigma * sigma - prev_sigma * prev_sigma, 0.0))
-            noise = prev_noise + gap * step_noise(key, step, item_ids, item_shape)
-            return (sigma, noise), noise
-
-    return body, carry_in
-
-
 def markov_start(batch: int, item_shape) -> tuple[jax.Array, jax.Array]:
     """The Markov chain's state before its first step: sigma 0, no accumulated noise."""
     return jnp.zeros((), jnp.float32), jnp.zeros((batch, *item_shape), jnp.float32)
+
+
+def markov_gaps(sigmas, prev_sigma):
+    """Per step, the noise scale that takes the previous level to this one: sqrt(s_i^2 - s_{i-1}^2)."""
+    prev = jnp.concatenate([jnp.reshape(prev_sigma, (1,)), sigmas[:-1]])
+    # (s - p)(s + p) rather than s*s - p*p: no multiply feeds an add, so XLA has no FMA to form
+    # and every program (chunked, sharded) rounds the same way.
+    return jnp.sqrt(jnp.maximum((sigmas - prev) * (sigmas + prev), 0.0))
 
 
 NOISE_SCALINGS = ("eps", "const")
@@ -148,22 +129,102 @@ def _from_model(z, latent_format):
     return z if latent_format is None else latent_format.process_out(z)
 
 
-@functools.partial(jax.jit, static_argnames=("coupling", "scaling", "latent_format", "out_dtype"))
-def _noised_scan(
-    key, x, sigmas, step_ids, item_ids, offset, carry, *, coupling, scaling, latent_format, out_dtype
-):
-    """The kernel: `(len(sigmas), B, *item)` noised latents and the final Markov state."""
+def _local_scan(key, x, sigmas, gaps, step_ids, item_ids, offset, acc, statics, emit=True):
+    """Scan over some steps; returns their `(steps, B, *item)` latents and the Markov sum.
+
+    `acc` is the accumulated Markov noise before the first of these steps (unused by the other
+    couplings); with `emit=False` only the final sum is computed.
+
+    Bit-exactness across chunkings and devices: XLA may contract a multiply and an add into one
+    FMA, and decides per program, so every caller runs at least two steps here (a one-step
+    scan is inlined into its caller and fused differently) and `markov_gaps` avoids the
+    pattern altogether.
+    """
+    coupling, scaling, latent_format, out_dtype = statics
     item_shape = x.shape[1:]
-    body, carry = _noise_path(key, sigmas, step_ids, item_ids, item_shape, coupling, carry)
     x_model = _to_model(x, latent_format)
 
-    def step(c, inp):
-        c, scaled = body(c, inp)
-        z = _from_model(apply_noise(x_model, scaled, inp[1], scaling), latent_format) - offset
-        return c, z.astype(out_dtype)
+    def emit_z(scaled, sigma):
+        z = _from_model(apply_noise(x_model, scaled, sigma, scaling), latent_format) - offset
+        return z.astype(out_dtype)
 
-    carry, z = jax.lax.scan(step, carry, (step_ids, sigmas))
-    return z, carry
+    if coupling == "markov":
+
+        def accumulate(acc, inp):
+            step_id, sigma, gap = inp
+            acc = acc + gap * step_noise(key, step_id, item_ids, item_shape)
+            return acc, (emit_z(acc, sigma) if emit else None)
+
+        z, acc = jax.lax.scan(accumulate, acc, (step_ids, sigmas, gaps))[::-1]
+        return z, acc
+
+    shared = step_noise(key, 0, item_ids, item_shape) if coupling == "shared" else None
+
+    def step(_, inp):
+        step_id, sigma = inp
+        eps = shared if coupling == "shared" else step_noise(key, step_id, item_ids, item_shape)
+        return None, emit_z(sigma * eps, sigma)
+
+    _, z = jax.lax.scan(step, None, (step_ids, sigmas))
+    return z, acc
+
+
+@functools.partial(jax.jit, static_argnames=("statics",))
+def _noised_scan(key, x, sigmas, step_ids, item_ids, offset, carry, *, statics):
+    """One device: `(len(sigmas), B, *item)` noised latents and the Markov state after them."""
+    prev_sigma, acc = carry
+    gaps = markov_gaps(sigmas, prev_sigma)
+    z, acc = _local_scan(key, x, sigmas, gaps, step_ids, item_ids, offset, acc, statics)
+    return z, (sigmas[-1], acc)
+
+
+@functools.partial(jax.jit, static_argnames=("statics", "mesh", "first_step"))
+def _noised_sharded(key, x, sigmas, item_ids, offset, *, statics, mesh, first_step):
+    """Steps spread over a one-axis mesh; the result is sharded along its leading axis.
+
+    Each device runs `_local_scan` on a contiguous block of steps with the global step ids, so
+    every bit equals the one-device result. A Markov chain is sequential: its running sum is
+    handed from device to device over `ndev - 1` rounds, each device rescanning its block
+    (same arithmetic, so still exact), which costs `ndev` times the noise generation.
+    """
+    (axis,) = mesh.axis_names
+    ndev = mesh.shape[axis]
+    n = sigmas.shape[0]
+    per = max(-(-n // ndev), 2)  # a one-step scan is inlined and fused differently
+    padded = jnp.concatenate([sigmas, jnp.broadcast_to(sigmas[-1:], (per * ndev - n,))])
+    gaps = markov_gaps(padded, jnp.zeros((), jnp.float32))
+    coupling = statics[0]
+    spec = jax.sharding.PartitionSpec
+    split = jax.sharding.NamedSharding(mesh, spec(axis))
+    padded, gaps = (jax.lax.with_sharding_constraint(v, split) for v in (padded, gaps))
+
+    def block(sig, gap, key, x, item_ids, offset):
+        d = jax.lax.axis_index(axis)
+        step_ids = jnp.uint32(first_step) + (d * per).astype(jnp.uint32) + jnp.arange(per, dtype=jnp.uint32)
+        acc = jnp.zeros((x.shape[0], *x.shape[1:]), jnp.float32)
+        if coupling == "markov":
+            for _ in range(ndev - 1):
+                _, total = _local_scan(key, x, sig, gap, step_ids, item_ids, offset, acc, statics, emit=False)
+                incoming = jax.lax.ppermute(total, axis, [(j, j + 1) for j in range(ndev - 1)])
+                acc = jnp.where(d == 0, jnp.zeros_like(acc), incoming)
+        z, _ = _local_scan(key, x, sig, gap, step_ids, item_ids, offset, acc, statics)
+        return z
+
+    z = jax.shard_map(
+        block,
+        mesh=mesh,
+        in_specs=(spec(axis), spec(axis), spec(), spec(), spec(), spec()),
+        out_specs=spec(axis),
+        check_vma=False,
+    )(padded, gaps, key, x, item_ids, offset)
+    z = z[:n].reshape((n * x.shape[0], *x.shape[1:]))
+    return jax.lax.with_sharding_constraint(z, split)
+
+
+def _auto_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
+    """The same devices and axis with automatic sharding, so an uneven last block can be sliced
+    off (explicit axes cannot express uneven shards)."""
+    return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,))
 
 
 @functools.partial(jax.jit, static_argnames=("scaling", "latent_format"))
@@ -189,6 +250,16 @@ def _item_ids(fn: str, batch_index, batch: int):
     if _is_concrete(ids) and bool(jnp.any(ids < 0)):
         raise ValueError(f"{fn}: batch_index must be non-negative, got {np.asarray(ids).tolist()}")
     return ids.astype(jnp.uint32)
+
+
+def _check_mesh(fn: str, mesh) -> None:
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise ValueError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if len(mesh.axis_names) != 1:
+        raise ValueError(
+            f"{fn}: mesh must have exactly one axis (the steps are spread over it), "
+            f"got axes {mesh.axis_names}"
+        )
 
 
 class _Plan:
@@ -218,6 +289,7 @@ class _Plan:
         self.normalize = bool(normalize)
         self.coupling = coupling
         self.statics = dict(scaling=noise_scaling, latent_format=latent_format)
+        self.scan_statics = (coupling, noise_scaling, latent_format, self.latent.dtype)
         self.x = self.latent.astype(jnp.float32)
 
     @property
@@ -231,13 +303,22 @@ class _Plan:
         return _first_entry_mean(self.key, self.x, self.sigmas[0], step0, self.item_ids[0], **self.statics)
 
     def start(self):
-        return markov_start(self.latent.shape[0], self.item_shape) if self.coupling == "markov" else None
+        return markov_start(self.latent.shape[0], self.item_shape)
 
     def run(self, sigmas, first_step, offset, carry):
+        n = sigmas.shape[0]
+        if n == 1:  # see _local_scan: never a one-step scan; the repeated sigma adds no noise
+            sigmas = jnp.concatenate([sigmas, sigmas])
         step_ids = jnp.arange(sigmas.shape[0], dtype=jnp.uint32) + jnp.uint32(first_step)
-        return _noised_scan(
-            self.key, self.x, sigmas, step_ids, self.item_ids, offset, carry,
-            coupling=self.coupling, out_dtype=self.latent.dtype, **self.statics,
+        z, carry = _noised_scan(
+            self.key, self.x, sigmas, step_ids, self.item_ids, offset, carry, statics=self.scan_statics
+        )
+        return z[:n], carry
+
+    def run_sharded(self, mesh):
+        return _noised_sharded(
+            self.key, self.x, self.sigmas, self.item_ids, self.offset(),
+            statics=self.scan_statics, mesh=_auto_mesh(mesh), first_step=self.step_offset,
         )  # fmt: skip
 
 
@@ -261,6 +342,12 @@ _NOISE_DOC_ARGS = """
       (`process_out(noise_scaling(process_in(x)))`), as ComfyUI feeds the model.
 """
 
+_MESH_DOC = """    - `mesh`: a one-axis `jax.sharding.Mesh`: the steps are spread over its devices in
+      contiguous blocks and the result is a global array sharded along the batch axis, with the
+      same bits as on one device. With `coupling="markov"` the running sum is passed from
+      device to device, so each device generates its noise `ndev` times (exact, not faster).
+"""
+
 
 def noised_latents(
     key,
@@ -273,12 +360,16 @@ def noised_latents(
     step_offset: int = 0,
     noise_scaling: str = "eps",
     latent_format=None,
+    mesh=None,
 ):
     plan = _Plan("noised_latents", key, latent, sigmas, normalize, coupling, batch_index, step_offset,
                  noise_scaling, latent_format)  # fmt: skip
     n, batch = plan.sigmas.shape[0], plan.latent.shape[0]
     if n == 0:
         return jnp.zeros((0, *plan.item_shape), plan.latent.dtype)
+    if mesh is not None:
+        _check_mesh("noised_latents", mesh)
+        return plan.run_sharded(mesh)
     z, _ = plan.run(plan.sigmas, plan.step_offset, plan.offset(), plan.start())
     return z.reshape((n * batch, *plan.item_shape))
 
@@ -292,6 +383,7 @@ noised_latents.__doc__ = (
     **Arguments:**
 """
     + _NOISE_DOC_ARGS
+    + _MESH_DOC
     + """
     **Returns:** an array of shape `(len(sigmas) * B, *latent.shape[1:])` and the latent's dtype.
     """
