@@ -150,25 +150,28 @@ def test_golden_cases_with_comfyuis_own_objects(comfy):
 
 @pytest.mark.parametrize("family", ["sd15", "sd3", "flux-dev"])
 def test_every_comfyui_scheduler_matches_comfyuis_ksampler(comfy, family):
+    from torch_bridge import model_sampling_from_comfy
+    from torch_bridge._node import node_sigmas
+
     cls, run = _node()
     spec = cls.INPUT_TYPES()["required"]
     assert list(spec["sampler_name"][0]) == list(comfy.samplers.KSampler.SAMPLERS)
     assert list(spec["scheduler"][0]) == list(comfy.samplers.KSampler.SCHEDULERS)
     patcher = _patcher(comfy, family)
     scale = patcher.get_model_object("latent_format").scale_factor
-    x = torch.zeros(1, 4, 2, 2)
+    ms = model_sampling_from_comfy(patcher)
+    top = float(patcher.get_model_object("model_sampling").sigma_max) / scale
     for scheduler in comfy.samplers.KSampler.SCHEDULERS:
         for sampler in ("euler", "dpm_2"):
-            ks = comfy.samplers.KSampler(
-                patcher, steps=7, device="cpu", sampler=sampler, scheduler=scheduler, denoise=1.0
+            ks = comfy.samplers.KSampler(patcher, 7, "cpu", sampler=sampler, scheduler=scheduler, denoise=1.0)
+            want = (ks.sigmas[1:6].float() / scale).flip(0).numpy()
+            got = np.asarray(node_sigmas("test", patcher, ms, sampler, scheduler, 7, 1, 6, scale))
+            assert got.shape == want.shape, (scheduler, sampler)
+            np.testing.assert_allclose(
+                got, want, rtol=1e-5, atol=1e-6 * top, err_msg=f"{scheduler} {sampler}"
             )
-            s = (ks.sigmas[1:6] / scale).flip(0)
-            g = torch.Generator().manual_seed(3)
-            want = x.repeat(len(s), 1, 1, 1) + s.view(-1, 1, 1, 1) * torch.randn(
-                (len(s), 4, 2, 2), generator=g
-            )
-            out = run(patcher, sampler, scheduler, 7, 1, 6, {"samples": x}, seed=3, noise_source="torch")
-            torch.testing.assert_close(out["samples"], want, rtol=1e-5, atol=1e-6 * float(s.max()))
+            out = run(patcher, sampler, scheduler, 7, 1, 6, {"samples": torch.zeros(1, 4, 2, 2)}, seed=3)
+            assert out["samples"].shape == (len(want), 4, 2, 2)
 
 
 def test_old_style_model_batch_3_float16_5d_and_extra_keys(comfy):
