@@ -1,0 +1,29 @@
+"""torch_bridge: torch latents and ComfyUI models for jax_unsampler, and the ComfyUI node.
+
+- `to_jax` / `to_torch`: arrays across frameworks, shared through DLPack where possible;
+  `latent_to_jax` / `latent_with_samples` for ComfyUI LATENT dicts.
+- `model_sampling_from_comfy`, `latent_scale_factor`, `latent_format_from_comfy`: a ComfyUI
+  MODEL read as jax_unsampler objects (no ComfyUI import needed).
+- `noised_latents_torch`: the original BatchUnsampler's torch-seeded noise, applied in JAX.
+- `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI node.
+
+Importing this package imports torch, never JAX: JAX loads on first use.
+"""
+
+from ._comfy_model import comfy_model_object as comfy_model_object
+from ._comfy_model import latent_format_from_comfy as latent_format_from_comfy
+from ._comfy_model import latent_scale_factor as latent_scale_factor
+from ._comfy_model import model_sampling_from_comfy as model_sampling_from_comfy
+from ._convert import latent_samples as latent_samples
+from ._convert import latent_to_jax as latent_to_jax
+from ._convert import latent_with_samples as latent_with_samples
+from ._convert import to_jax as to_jax
+from ._convert import to_torch as to_torch
+from ._install import install_comfyui_node as install_comfyui_node
+from ._node import NODE_CLASS_MAPPINGS as NODE_CLASS_MAPPINGS
+from ._node import NODE_DISPLAY_NAME_MAPPINGS as NODE_DISPLAY_NAME_MAPPINGS
+from ._node import NODE_ID as NODE_ID
+from ._node import BatchUnsamplerJax as BatchUnsamplerJax
+from ._node import batch_unsample_comfy as batch_unsample_comfy
+from ._noise import noised_latents_torch as noised_latents_torch
+from ._noise import torch_noise as torch_noise

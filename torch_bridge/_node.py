@@ -1,0 +1,286 @@
+"""The ComfyUI node: BatchUnsampler's inputs and output, computed with jax_unsampler.
+
+Importing this module imports torch but not JAX: JAX is imported the first time the node runs,
+so a broken JAX install shows up as an error of this node, not as a ComfyUI that fails to
+start. Before that import, `XLA_PYTHON_CLIENT_PREALLOCATE` defaults to `false`, so JAX takes
+GPU memory as it needs it instead of reserving most of the GPU that torch's models need.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from typing import Any  # noqa: E402
+
+from ._comfy_model import (  # noqa: E402
+    comfy_model_object,
+    latent_format_from_comfy,
+    latent_scale_factor,
+    model_sampling_from_comfy,
+)
+from ._convert import latent_samples, latent_with_samples, to_jax  # noqa: E402
+from ._names import (  # noqa: E402
+    COUPLINGS,
+    DISCARD_PENULTIMATE_SAMPLERS,
+    MAX_SEED,
+    MAX_STEPS,
+    MODES,
+    NOISE_SOURCES,
+    SAMPLERS,
+    SCHEDULERS,
+)
+from ._noise import check_seed, noised_latents_torch  # noqa: E402
+
+NODE_ID = "JaxUnsampler_BatchUnsampler"
+"""The node's id: prefixed, so it neither overrides nor is overridden by the original's."""
+
+DISPLAY_NAME = "Batch Unsampler (jax-unsampler)"
+
+
+def _comfy_samplers():
+    """ComfyUI's `comfy.samplers` module where it can be imported (inside ComfyUI), else None."""
+    try:
+        import comfy.samplers
+    except Exception:  # outside ComfyUI, or a ComfyUI too broken to matter here
+        return None
+    return comfy.samplers
+
+
+def sampler_and_scheduler_names() -> tuple[list[str], list[str]]:
+    """The sampler and scheduler choices: ComfyUI's own lists where ComfyUI is importable,
+    otherwise the ones jax_unsampler implements (the same names, without importing JAX)."""
+    samplers = _comfy_samplers()
+    ksampler = getattr(samplers, "KSampler", None)
+    try:
+        return list(ksampler.SAMPLERS), list(ksampler.SCHEDULERS)
+    except (AttributeError, TypeError):
+        return list(SAMPLERS), list(SCHEDULERS)
+
+
+def _check_choice(fn: str, what: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{fn}: unknown {what} {value!r}; valid choices: {', '.join(choices)}")
+    return value
+
+
+def _jax_key(seed: int):
+    """A JAX key for a 64-bit seed: `key(seed)` below 2**32, the high word folded in above."""
+    import jax
+
+    key = jax.random.key(seed & 0xFFFFFFFF)
+    return jax.random.fold_in(key, seed >> 32) if seed >> 32 else key
+
+
+def _full_sigmas_from_comfy(fn: str, model, sampler_name: str, scheduler: str, steps: int):
+    """KSampler's sigmas computed by ComfyUI itself, for a scheduler jax_unsampler lacks."""
+    import numpy as np
+
+    samplers = _comfy_samplers()
+    calculate = getattr(samplers, "calculate_sigmas", None)
+    if calculate is None:
+        raise ValueError(f"{fn}: unknown scheduler {scheduler!r}; valid choices: {', '.join(SCHEDULERS)}")
+    discard = _discard_penultimate(sampler_name)
+    ms = comfy_model_object(model, "model_sampling", fn)
+    full = calculate(ms, scheduler, steps + 1 if discard else steps)
+    full = np.asarray(full.detach().cpu().float().numpy() if hasattr(full, "detach") else full, np.float32)
+    if discard:
+        full = np.concatenate([full[:-2], full[-1:]])
+    return full
+
+
+def _discard_penultimate(sampler_name: str) -> bool:
+    ksampler = getattr(_comfy_samplers(), "KSampler", None)
+    names = getattr(ksampler, "DISCARD_PENULTIMATE_SIGMA_SAMPLERS", DISCARD_PENULTIMATE_SAMPLERS)
+    return sampler_name in names
+
+
+def node_sigmas(fn: str, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, divisor):
+    """The node's sliced, divided and flipped sigmas.
+
+    Names jax_unsampler implements go to `jax_unsampler.unsampler_sigmas`. Inside a ComfyUI
+    that offers more, a sampler it lacks is treated as ComfyUI's KSampler treats it (only
+    whether it drops the penultimate sigma matters), and a scheduler it lacks is computed by
+    ComfyUI's own `calculate_sigmas` on the model's sampling object.
+    """
+    import jax.numpy as jnp
+
+    import jax_unsampler as ju
+
+    if sampler_name not in SAMPLERS and _comfy_samplers() is not None and isinstance(sampler_name, str):
+        sampler_name = "dpm_2" if _discard_penultimate(sampler_name) else "euler"
+    if scheduler in SCHEDULERS or not isinstance(scheduler, str) or _comfy_samplers() is None:
+        return ju.unsampler_sigmas(
+            ms, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_scale_factor=divisor
+        )
+    for what, value in (("steps", steps), ("start_at_step", start_at_step), ("end_at_step", end_at_step)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEPS:
+            raise ValueError(f"{fn}: {what} must be an integer in [0, {MAX_STEPS}], got {value!r}")
+    full = _full_sigmas_from_comfy(fn, model, sampler_name, scheduler, steps)
+    end = min(steps, end_at_step)
+    start = min(start_at_step, end)
+    return (jnp.asarray(full[start:end], jnp.float32) / jnp.float32(divisor))[::-1]
+
+
+def batch_unsample_comfy(
+    model,
+    sampler_name: str,
+    scheduler: str,
+    steps: int,
+    start_at_step: int,
+    end_at_step: int,
+    latent_image: dict[str, Any],
+    normalize: bool = False,
+    seed: int = 0,
+    noise_source: str = "jax",
+    mode: str = "node",
+    coupling: str = "independent",
+) -> dict[str, Any]:
+    """What the node computes, as a function: a ComfyUI MODEL and LATENT in, a LATENT out.
+
+    **Arguments:**
+
+    - `model`: a ComfyUI MODEL (current or older ModelPatcher, or a bare model).
+    - `sampler_name`, `scheduler`, `steps`, `start_at_step`, `end_at_step`, `normalize`: the
+      original node's inputs, with its meaning.
+    - `latent_image`: a LATENT dict; `samples` of any batch size and rank (4-D images, 5-D
+      video, 3-D audio), float32, float16 or bfloat16.
+    - `seed`: 0 to 2**64 - 1.
+    - `noise_source`: `"jax"` (noise from `jax.random.key(seed)`, per step and item; the
+      LATENT's `batch_index`, if any, names each item's noise stream) or `"torch"` (the
+      original's noise: torch's CPU generator seeded with `seed`, bit for bit).
+    - `mode`: `"node"` (the original: sigmas divided by the latent scale factor, `x + s*eps`)
+      or `"model"` (the model's own sigmas and noise scaling in its latent format's space).
+    - `coupling`: `"independent"` (the original), `"shared"` or `"markov"`.
+
+    **Returns:** the LATENT dict of the `n * B` noised latents, step-major, least noise first,
+    with the input's other keys kept and `noise_mask` / `batch_index` expanded.
+    """
+    import numpy as np
+
+    import jax_unsampler as ju
+    from jax_unsampler._unsample import mode_noise_options
+
+    fn = NODE_ID
+    samples = latent_samples(latent_image, fn)
+    _check_choice(fn, "noise_source", noise_source, NOISE_SOURCES)
+    _check_choice(fn, "mode", mode, MODES)
+    _check_choice(fn, "coupling", coupling, COUPLINGS)
+    seed = check_seed(fn, seed)
+    if not isinstance(normalize, bool):
+        raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
+    ms = model_sampling_from_comfy(model)
+    if mode == "node":
+        divisor, latent_format = latent_scale_factor(model), None
+    else:
+        divisor, latent_format = 1.0, latent_format_from_comfy(model)
+    sigmas = node_sigmas(fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, divisor)
+    options = mode_noise_options(ms, latent_format, mode)
+    if noise_source == "torch":
+        z = noised_latents_torch(seed, samples, sigmas, normalize, coupling=coupling, **options)
+    else:
+        index = latent_image.get("batch_index")
+        if index is not None:
+            index = [int(i) for i in index]
+            if any(not 0 <= i < 2**32 for i in index):
+                raise ValueError(f"{fn}: LATENT batch_index entries must be in [0, 2**32), got {index}")
+            index = np.asarray(index, np.uint32)
+        z = ju.noised_latents(
+            _jax_key(seed), to_jax(samples.cpu()), sigmas,
+            normalize=normalize, coupling=coupling, batch_index=index, **options,
+        )  # fmt: skip
+    return latent_with_samples(latent_image, z)
+
+
+class BatchUnsamplerJax:
+    """ComfyUI node: the BatchUnsampler of ComfyUI-Iterative-Mixer, working on today's ComfyUI.
+
+    Same required inputs and output as the original, plus optional `seed`, `noise_source`,
+    `mode` and `coupling` (see `batch_unsample_comfy`).
+    """
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers, schedulers = sampler_and_scheduler_names()
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "sampler_name": (samplers,),
+                "scheduler": (schedulers,),
+                "steps": ("INT", {"default": 10000, "min": 0, "max": MAX_STEPS}),
+                "start_at_step": ("INT", {"default": 0, "min": 0, "max": MAX_STEPS}),
+                "end_at_step": ("INT", {"default": 10000, "min": 1, "max": MAX_STEPS}),
+                "latent_image": ("LATENT",),
+                "normalize": ("BOOLEAN", {"default": False}),
+            },
+            "optional": {
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_SEED,
+                        "control_after_generate": True,
+                        "tooltip": "Seed of the noise (jax: a PRNG key; torch: the original's generator).",
+                    },
+                ),
+                "noise_source": (
+                    list(NOISE_SOURCES),
+                    {
+                        "default": "jax",
+                        "tooltip": "jax: keyed JAX noise. torch: the original node's noise, bit for bit.",
+                    },
+                ),
+                "mode": (
+                    list(MODES),
+                    {
+                        "default": "node",
+                        "tooltip": "node: the original (sigmas divided by the latent scale factor). "
+                        "model: what ComfyUI feeds the model at each of its sigmas.",
+                    },
+                ),
+                "coupling": (
+                    list(COUPLINGS),
+                    {
+                        "default": "independent",
+                        "tooltip": "How the noise of consecutive steps relates (independent: the original).",
+                    },
+                ),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent_batch",)
+    FUNCTION = "unsample"
+    CATEGORY = "latent/jax-unsampler"
+    DESCRIPTION = (
+        "A latent noised step by step along the model's sigma schedule, one batch entry per "
+        "step (BatchUnsampler of ComfyUI-Iterative-Mixer), computed with JAX."
+    )
+
+    def unsample(
+        self,
+        model,
+        sampler_name,
+        scheduler,
+        steps,
+        start_at_step,
+        end_at_step,
+        latent_image,
+        normalize=False,
+        seed=0,
+        noise_source="jax",
+        mode="node",
+        coupling="independent",
+    ):
+        return (
+            batch_unsample_comfy(
+                model, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_image,
+                normalize=normalize, seed=seed, noise_source=noise_source, mode=mode, coupling=coupling,
+            ),
+        )  # fmt: skip
+
+
+NODE_CLASS_MAPPINGS = {NODE_ID: BatchUnsamplerJax}
+NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: DISPLAY_NAME}
