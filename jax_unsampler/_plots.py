@@ -77,7 +77,7 @@ class StatsCollector:
         """The three panels against sigma, as a matplotlib `Figure`."""
         fig = Figure(figsize=(7, 7.5), layout="constrained")
         ax_mean, ax_std, ax_ks = fig.subplots(3, 1, sharex=True)
-        style = dict(marker="o", markersize=3) if len(self.sigmas) <= 60 else {}
+        style = dict(marker="o", markersize=3) if len(self.sigmas) <= 60 else dict(linewidth=0.6)
         ax_mean.plot(self.sigmas, self.mean, label="mean", **style)
         ax_mean.plot(self.sigmas, self.expected_mean, "--", color="grey", label="expected")
         spread = 2 * self.mean_spread
