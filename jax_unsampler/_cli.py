@@ -50,6 +50,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not the empty ones (`None`, `False`)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command with `argv` (default: `sys.argv[1:]`).
 
@@ -77,8 +86,12 @@ def _message(error: Exception) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser, with the `unsample` and `sigmas` subcommands."""
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=formatter)
+    formatter = _Help
+    parser = _Parser(
+        prog=PROG, formatter_class=formatter,
+        description="ComfyUI .latent files in, the BatchUnsampler node's noised batch out.",
+        epilog=f"Try the demo: {PROG} unsample --out demo.latent --preview demo.png",
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
 

@@ -18,7 +18,6 @@ import jax_unsampler as ju
 from jax_unsampler import _cli
 from jax_unsampler._cli import main, seed_key
 from jax_unsampler._demo import demo_latent, demo_picture
-from jax_unsampler._latent_file import LEGACY_SCALE
 from jax_unsampler._progress import Progress
 from jax_unsampler._unsample import mode_noise_options
 
@@ -97,7 +96,7 @@ def test_file_without_marker_is_scaled_as_loadlatent_does(tmp_path, capsys):
     assert (
         run(capsys, "unsample", tmp_path / "old.latent", "--out", tmp_path / "o.latent", "--steps", 4)[0] == 0
     )
-    assert np.array_equal(read(tmp_path / "o.latent")[0], expected(x * np.float32(LEGACY_SCALE), steps=4))
+    assert np.array_equal(read(tmp_path / "o.latent")[0], expected(x * np.float32(1 / 0.18215), steps=4))
 
 
 def test_npy_and_safetensors_inputs_and_a_batch_of_two(tmp_path, capsys):
@@ -338,6 +337,18 @@ def test_as_a_process(tmp_path):
         "jax-unsampler: error: --scheduler: unknown scheduler 'x'"
     )
     assert bad.stderr.count("\n") == 1 and not (tmp_path / "bad.latent").exists()
+
+
+def test_command_never_imports_torch(tmp_path):
+    code = (
+        "import sys; from jax_unsampler._cli import main; "
+        "code = main(['unsample', '--steps', '2', '--out', 'o.latent', '--preview', 'p.png', "
+        "'--stats', 's.png']); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "0 False"
 
 
 def test_demo_picture_is_reproducible():
