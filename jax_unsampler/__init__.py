@@ -7,6 +7,8 @@ ComfyUI's KSampler and the BatchUnsampler node, and noise keyed by explicit PRNG
 from ._ksampler import DISCARD_PENULTIMATE_SAMPLERS as DISCARD_PENULTIMATE_SAMPLERS
 from ._ksampler import SAMPLERS as SAMPLERS
 from ._ksampler import ksampler_sigmas as ksampler_sigmas
+from ._latent_file import load_latent as load_latent
+from ._latent_file import save_latent as save_latent
 from ._latent_format import LatentFormat as LatentFormat
 from ._model_sampling import BETA_SCHEDULES as BETA_SCHEDULES
 from ._model_sampling import MODEL_TYPES as MODEL_TYPES

@@ -1,0 +1,314 @@
+"""The `jax-unsampler` command: ComfyUI `.latent` files in, the node's noised batch out.
+
+`jax-unsampler unsample [INPUT] --out OUT.latent` noises a latent (a ComfyUI `.latent` file, a
+`.safetensors` or a `.npy`; without INPUT the embedded demo latent) along a model's sigmas and
+writes the batch as a `.latent` file that ComfyUI's LoadLatent loads, optionally with a colour
+preview (`--preview`) and a statistics plot (`--stats`). `jax-unsampler sigmas` prints the
+node's sigmas. Bad input gives one line on stderr and exit status 2, and leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import jax
+import numpy as np
+
+from . import __version__
+from ._demo import demo_latent
+from ._ksampler import SAMPLERS
+from ._latent_file import SUFFIXES, LatentWriter, atomic_path, load_latent
+from ._node import unsampler_sigmas
+from ._noise import COUPLINGS, noised_latents_chunks
+from ._presets import Preset, preset, presets
+from ._progress import Progress
+from ._schedulers import SCHEDULERS
+from ._unsample import MODES, mode_noise_options
+from ._validation import MAX_STEPS, check_choice, check_int
+
+PROG = "jax-unsampler"
+
+CHUNK_BYTES = 64 * 2**20
+"""The most bytes of the batch computed and held at once; larger runs stream in chunks."""
+
+SEED_MAX = 2**64 - 1
+"""Seeds are 64-bit, as ComfyUI's."""
+
+_SPATIAL_AXES = {1: "L", 2: "H, W", 3: "T, H, W"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not the empty ones (`None`, `False`)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command with `argv` (default: `sys.argv[1:]`).
+
+    **Returns:** the exit status: 0, 2 for bad input (one line on stderr), 130 when interrupted.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already reported
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as e:
+        print(f"{PROG}: error: {_message(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return " ".join(str(error).split())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser, with the `unsample` and `sigmas` subcommands."""
+    formatter = _Help
+    parser = _Parser(
+        prog=PROG, formatter_class=formatter,
+        description="ComfyUI .latent files in, the BatchUnsampler node's noised batch out.",
+        epilog=f"Try the demo: {PROG} unsample --out demo.latent --preview demo.png",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+
+    schedule = _Parser(add_help=False)
+    schedule.add_argument("--model", default="sd15", help=f"model family preset: {', '.join(presets())}")
+    schedule.add_argument("--sampler", default="euler", help="ComfyUI sampler name (decides the sigma count)")
+    schedule.add_argument("--scheduler", default="karras", help=f"ComfyUI scheduler: {', '.join(SCHEDULERS)}")
+    schedule.add_argument("--steps", type=int, default=20, help=f"KSampler steps, 0 to {MAX_STEPS}")
+    schedule.add_argument("--start", type=int, default=0, help="the node's start_at_step")
+    schedule.add_argument("--end", type=int, default=MAX_STEPS, help="the node's end_at_step")
+    schedule.add_argument(
+        "--mode", choices=MODES, default="node",
+        help="node: the original node (sigmas divided by the latent scale factor); "
+        "model: the model's own sigmas and noise scaling, as ComfyUI feeds the model",
+    )  # fmt: skip
+
+    unsample = commands.add_parser(
+        "unsample", parents=[schedule], formatter_class=formatter,
+        help="noise a latent step by step into a .latent batch",
+        description="Noise a latent along a model's sigmas, as ComfyUI's BatchUnsampler node does, and "
+        "write the batch (least noise first) as a .latent file ComfyUI's LoadLatent loads.",
+    )  # fmt: skip
+    unsample.add_argument(
+        "input", nargs="?", metavar="INPUT",
+        help=f"latent file ({', '.join(SUFFIXES)}); without it, the embedded demo latent",
+    )  # fmt: skip
+    unsample.add_argument("--out", required=True, metavar="OUT.latent", help="the .latent file to write")
+    unsample.add_argument("--seed", type=int, default=0, help=f"noise seed, 0 to {SEED_MAX}")
+    unsample.add_argument("--normalize", action="store_true", help="the node's normalize")
+    unsample.add_argument("--coupling", choices=COUPLINGS, default="independent", help="noise across steps")
+    unsample.add_argument("--preview", metavar="PNG", help="write a colour preview of the batch")
+    unsample.add_argument("--stats", metavar="PNG", help="plot per-step mean, std and normality")
+    unsample.add_argument("--chunk-steps", type=int, help=argparse.SUPPRESS)  # tests force streaming
+    unsample.set_defaults(handler=run_unsample)
+
+    sigmas = commands.add_parser(
+        "sigmas", parents=[schedule], formatter_class=formatter,
+        help="print the node's sigmas",
+        description="Print the sigmas the node noises with, least noise first.",
+    )  # fmt: skip
+    sigmas.add_argument("--json", action="store_true", help="print a JSON list of floats instead of a table")
+    sigmas.set_defaults(handler=run_sigmas)
+    return parser
+
+
+def _schedule(args: argparse.Namespace) -> tuple[Preset, np.ndarray]:
+    """The model family and the run's sigmas, after checking every schedule option."""
+    family = preset(check_choice("--model", "model", args.model, presets()))
+    sampler = check_choice("--sampler", "sampler", args.sampler, SAMPLERS)
+    scheduler = check_choice("--scheduler", "scheduler", args.scheduler, SCHEDULERS)
+    steps = check_int("--steps", "steps", args.steps, 0, MAX_STEPS)
+    start = check_int("--start", "start", args.start, 0, MAX_STEPS)
+    end = check_int("--end", "end", args.end, 0, MAX_STEPS)
+    scale = family.latent_scale_factor if args.mode == "node" else 1.0
+    sigmas = unsampler_sigmas(family.model_sampling, sampler, scheduler, steps, start, end, scale)
+    return family, np.asarray(sigmas)
+
+
+def run_sigmas(args: argparse.Namespace) -> int:
+    """`jax-unsampler sigmas`: the table (step, sigma, model sigma, timestep) or a JSON list."""
+    family, sigmas = _schedule(args)
+    if args.json:
+        print(json.dumps(sigmas.tolist()))
+        return 0
+    scale = family.latent_scale_factor if args.mode == "node" else 1.0
+    model_sigmas = sigmas * np.float32(scale)
+    timesteps = np.asarray(family.model_sampling.timestep(model_sigmas)) if len(sigmas) else []
+    divided = f", divided by the latent scale factor {scale:g}" if args.mode == "node" else ""
+    print(f"# {family.name} {args.sampler}/{args.scheduler}, {args.steps} steps, start {args.start}, "
+          f"end {args.end}, mode {args.mode}: {len(sigmas)} sigmas, least noise first{divided}")  # fmt: skip
+    print(f"{'step':>5}  {'sigma':>12}  {'model sigma':>12}  {'timestep':>10}")
+    for i, (s, m, t) in enumerate(zip(sigmas, model_sigmas, timesteps, strict=True)):
+        print(f"{i:>5}  {s:>12.6g}  {m:>12.6g}  {float(t):>10.5g}")
+    return 0
+
+
+def seed_key(seed: int) -> jax.Array:
+    """The PRNG key of a 64-bit seed: `jax.random.key(seed)` as JAX makes it with 64-bit ints.
+
+    Without 64-bit mode `jax.random.key` keeps only a seed's low 32 bits; the threefry key data
+    `[seed >> 32, seed & 0xffffffff]` keeps all 64 (and equals `jax.random.key(seed)` below 2**32).
+
+    **Arguments:**
+
+    - `seed`: 0 to 2**64 - 1.
+
+    **Returns:** a threefry2x32 key.
+    """
+    seed = check_int("--seed", "seed", seed, 0, SEED_MAX)
+    return jax.random.wrap_key_data(np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32), impl="threefry2x32")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any work if an image is asked for without the `viz` extra, or a target is unusable."""
+    wanted = {"--preview": (args.preview, "PIL"), "--stats": (args.stats, "matplotlib")}
+    for flag, (path, module) in wanted.items():
+        if path and importlib.util.find_spec(module) is None:
+            raise ValueError(f"{flag} needs {module}: pip install 'jax-unsampler[viz]'")
+    targets = {"--out": args.out, "--preview": args.preview, "--stats": args.stats}
+    for flag, path in targets.items():
+        if path is None:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise ValueError(f"{flag}: directory {directory} does not exist")
+        if os.path.isdir(path):
+            raise ValueError(f"{flag}: {path} is a directory")
+    given = [os.path.abspath(p) for p in targets.values() if p]
+    if len(set(given)) < len(given):
+        raise ValueError("--out, --preview and --stats must be different files")
+
+
+def _fit(latent: np.ndarray, family: Preset, source: str) -> np.ndarray:
+    """The latent as a `(B, C, *spatial)` batch of `family`'s shape (a lone latent gets B = 1)."""
+    if latent.ndim == family.latent_rank - 1:
+        latent = latent[None]
+    if latent.ndim != family.latent_rank or latent.shape[1] != family.latent_channels:
+        axes = _SPATIAL_AXES.get(family.latent_dimensions, "...")
+        raise ValueError(
+            f"{source}: a latent of shape {latent.shape} does not fit --model {family.name}, whose "
+            f"latents are (B, {family.latent_channels}, {axes}); pick the model the latent is from"
+        )
+    if latent.size == 0:
+        raise ValueError(f"{source}: the latent is empty (shape {latent.shape})")
+    return latent
+
+
+def chunk_steps_for(latent_shape: tuple[int, ...]) -> int:
+    """Steps per chunk so that one chunk of the batch holds at most `CHUNK_BYTES`."""
+    return max(1, CHUNK_BYTES // (math.prod(latent_shape) * 4))
+
+
+def run_unsample(args: argparse.Namespace) -> int:
+    """`jax-unsampler unsample`: check everything, then stream the batch into the output files."""
+    _check_outputs(args)
+    family, sigmas = _schedule(args)
+    key = seed_key(args.seed)
+    if args.chunk_steps is not None:
+        check_int("--chunk-steps", "chunk steps", args.chunk_steps, 1, MAX_STEPS)
+    source = args.input or "demo"
+    latent = _fit(load_latent(args.input) if args.input else demo_latent(family), family, source)
+    _stream(args, family, latent, sigmas, key, _metadata(args, family, source, latent, sigmas))
+    steps, items = len(sigmas), latent.shape[0]
+    print(f"wrote {args.out}: {steps * items} latents of shape {latent.shape[1:]} ({steps} steps x {items})")
+    for path in (args.preview, args.stats):
+        if path:
+            print(f"wrote {path}")
+    return 0
+
+
+def _metadata(args, family: Preset, source: str, latent: np.ndarray, sigmas: np.ndarray) -> dict[str, str]:
+    """The settings and seed, as the `.latent` file's string metadata."""
+    return {
+        "generator": f"{PROG} {__version__}",
+        "input": source,
+        "model": family.name,
+        "sampler": args.sampler,
+        "scheduler": args.scheduler,
+        "steps": str(args.steps),
+        "start_at_step": str(args.start),
+        "end_at_step": str(args.end),
+        "seed": str(args.seed),
+        "normalize": json.dumps(bool(args.normalize)),
+        "mode": args.mode,
+        "coupling": args.coupling,
+        "batch_size": str(latent.shape[0]),
+        "layout": "step-major: entry i*B + b is step i (least noise first) of input latent b",
+        "prng": "threefry2x32 key [seed >> 32, seed & 0xffffffff]; noise of step i, latent b from "
+        "fold_in(fold_in(key, i), b)",
+        "sigmas": json.dumps(sigmas.tolist()),
+    }
+
+
+def _stream(args, family: Preset, latent: np.ndarray, sigmas: np.ndarray, key, metadata) -> None:
+    """Compute the batch chunk by chunk into the `.latent` file and the image collectors.
+
+    Every output goes to a temporary file, renamed into place only once all are complete.
+    """
+    options = mode_noise_options(family.model_sampling, family.latent_format, args.mode)
+    chunk = args.chunk_steps or chunk_steps_for(latent.shape)
+    collectors = _collectors(args, latent, sigmas, options)
+    progress = Progress(len(sigmas), enabled=len(sigmas) > chunk)
+    with contextlib.ExitStack() as outputs:
+        temp = {p: outputs.enter_context(atomic_path(p)) for p in (args.out, args.preview, args.stats) if p}
+        with open(temp[args.out], "wb") as f:
+            writer = LatentWriter(f, (len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
+            parts = noised_latents_chunks(
+                key, latent, sigmas, chunk_steps=chunk, normalize=args.normalize, coupling=args.coupling,
+                **options,
+            )  # fmt: skip
+            try:
+                for i, part in enumerate(parts):
+                    part = np.asarray(part)
+                    writer.write(part)
+                    for collector in collectors.values():
+                        collector.add(i * chunk, part)
+                    progress.update(min(len(sigmas), (i + 1) * chunk))
+            finally:
+                progress.close()
+            writer.finish()
+        if args.preview:
+            collectors["preview"].image(family.latent_format).save(temp[args.preview], format="PNG")
+        if args.stats:
+            title = (f"{family.name} {args.sampler}/{args.scheduler}, {args.steps} steps, mode {args.mode}, "
+                     f"seed {args.seed}")  # fmt: skip
+            collectors["stats"].save(temp[args.stats], title)
+
+
+def _collectors(args, latent: np.ndarray, sigmas: np.ndarray, options: dict) -> dict:
+    """The preview and statistics collectors that were asked for (imported only then)."""
+    collectors = {}
+    if args.preview:
+        from ._preview import PreviewCollector
+
+        collectors["preview"] = PreviewCollector(latent, sigmas)
+    if args.stats:
+        from ._plots import StatsCollector
+
+        collectors["stats"] = StatsCollector(latent, sigmas, args.normalize, options)
+    return collectors
