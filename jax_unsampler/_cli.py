@@ -17,7 +17,6 @@ import math
 import os
 import sys
 
-import jax
 import numpy as np
 
 from . import __version__
@@ -25,7 +24,7 @@ from ._demo import demo_latent
 from ._ksampler import SAMPLERS
 from ._latent_file import SUFFIXES, LatentWriter, atomic_path, load_latent
 from ._node import unsampler_sigmas
-from ._noise import COUPLINGS, noised_latents_chunks
+from ._noise import COUPLINGS, SEED_MAX, key_from_seed, noised_latents_chunks
 from ._presets import Preset, preset, presets
 from ._progress import Progress
 from ._schedulers import SCHEDULERS
@@ -37,7 +36,6 @@ PROG = "jax-unsampler"
 CHUNK_BYTES = 64 * 2**20
 """The most bytes of the batch computed and held at once; larger runs stream in chunks."""
 
-SEED_MAX = 2**64 - 1
 """Seeds are 64-bit, as ComfyUI's."""
 
 _SPATIAL_AXES = {1: "L", 2: "H, W", 3: "T, H, W"}
@@ -168,22 +166,6 @@ def run_sigmas(args: argparse.Namespace) -> int:
     return 0
 
 
-def seed_key(seed: int) -> jax.Array:
-    """The PRNG key of a 64-bit seed: `jax.random.key(seed)` as JAX makes it with 64-bit ints.
-
-    Without 64-bit mode `jax.random.key` keeps only a seed's low 32 bits; the threefry key data
-    `[seed >> 32, seed & 0xffffffff]` keeps all 64 (and equals `jax.random.key(seed)` below 2**32).
-
-    **Arguments:**
-
-    - `seed`: 0 to 2**64 - 1.
-
-    **Returns:** a threefry2x32 key.
-    """
-    seed = check_int("--seed", "seed", seed, 0, SEED_MAX)
-    return jax.random.wrap_key_data(np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32), impl="threefry2x32")
-
-
 def _check_outputs(args: argparse.Namespace) -> None:
     """Fail before any work if an image is asked for without the `viz` extra, or a target is unusable."""
     wanted = {"--preview": (args.preview, "PIL"), "--stats": (args.stats, "matplotlib")}
@@ -228,7 +210,7 @@ def run_unsample(args: argparse.Namespace) -> int:
     """`jax-unsampler unsample`: check everything, then stream the batch into the output files."""
     _check_outputs(args)
     family, sigmas = _schedule(args)
-    key = seed_key(args.seed)
+    key = key_from_seed(check_int("--seed", "seed", args.seed, 0, SEED_MAX))
     if args.chunk_steps is not None:
         check_int("--chunk-steps", "chunk steps", args.chunk_steps, 1, MAX_STEPS)
     source = args.input or "demo"

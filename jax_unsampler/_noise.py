@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validation import check_choice
+from ._validation import check_choice, check_int
 
 COUPLINGS = ("independent", "shared", "markov")
 """How the noise of consecutive steps relates (see `noised_latents`)."""
@@ -50,6 +50,27 @@ def canonical_key(fn: str, key) -> jax.Array:
         f"{fn}: key must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
         f"got an array of dtype {dtype} and shape {getattr(key, 'shape', ())}"
     )
+
+
+SEED_MAX = 2**64 - 1
+"""The largest seed `key_from_seed` (and ComfyUI's seed inputs) accept."""
+
+
+def key_from_seed(seed: int) -> jax.Array:
+    """The PRNG key of a 64-bit seed: `jax.random.key(seed)` as JAX makes it with 64-bit ints.
+
+    Without 64-bit mode `jax.random.key` keeps only a seed's low 32 bits; the threefry key data
+    `[seed >> 32, seed & 0xffffffff]` keeps all 64, and equals `jax.random.key(seed)` below 2**32.
+
+    **Arguments:**
+
+    - `seed`: an int from 0 to 2**64 - 1 (ComfyUI's seed range).
+
+    **Returns:** a typed threefry2x32 key.
+    """
+    seed = check_int("key_from_seed", "seed", seed, 0, SEED_MAX)
+    data = np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32)
+    return jax.random.wrap_key_data(data, impl="threefry2x32")
 
 
 def _is_concrete(x) -> bool:

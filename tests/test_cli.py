@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 import jax_unsampler as ju
 from jax_unsampler import _cli
-from jax_unsampler._cli import main, seed_key
+from jax_unsampler._cli import main
 from jax_unsampler._demo import demo_latent, demo_picture
 from jax_unsampler._progress import Progress
 from jax_unsampler._unsample import mode_noise_options
@@ -122,15 +122,6 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, capsys):
     data = {p.stem: p.read_bytes() for p in tmp_path.iterdir()}
     assert data["a"] == data["b"]
     assert len({data[k] for k in "acde"}) == 4  # 2**64 - 1 keeps its high bits
-
-
-def test_seed_key_is_jax_random_key_below_2_to_32_and_64_bit_above():
-    for seed in (0, 1, 2**32 - 1):
-        assert np.array_equal(jax.random.key_data(seed_key(seed)), jax.random.key_data(jax.random.key(seed)))
-    assert jax.random.key_data(seed_key(2**40 + 3)).tolist() == [2**8, 3]
-    for bad in (-1, 2**64):
-        with pytest.raises(ValueError, match="seed must be in"):
-            seed_key(bad)
 
 
 def test_model_mode_and_coupling_are_applied_and_recorded(tmp_path, capsys):

@@ -264,3 +264,13 @@ def test_value_checks_are_skipped_under_jit():
     assert np.isnan(np.asarray(out)).all()
     with pytest.raises(ValueError, match="sigmas must be 1-D"):
         jax.jit(ju.noised_latents)(KEY, jnp.ones((1, 2, 2)), jnp.ones((1, 1)))
+
+
+def test_key_from_seed_is_jax_random_key_below_2_to_32_and_64_bit_above():
+    for seed in (0, 1, 2**32 - 1):
+        expected = jax.random.key_data(jax.random.key(seed))
+        assert np.array_equal(jax.random.key_data(ju.key_from_seed(seed)), expected)
+    assert jax.random.key_data(ju.key_from_seed(2**40 + 3)).tolist() == [2**8, 3]
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must be in"):
+            ju.key_from_seed(bad)

@@ -66,11 +66,10 @@ def _check_choice(fn: str, what: str, value, choices) -> str:
 
 
 def _jax_key(seed: int):
-    """A JAX key for a 64-bit seed: `key(seed)` below 2**32, the high word folded in above."""
-    import jax
+    """The JAX key of a 64-bit seed, as the command makes it (`jax_unsampler.key_from_seed`)."""
+    from jax_unsampler import key_from_seed
 
-    key = jax.random.key(seed & 0xFFFFFFFF)
-    return jax.random.fold_in(key, seed >> 32) if seed >> 32 else key
+    return key_from_seed(seed)
 
 
 def _full_sigmas_from_comfy(fn: str, model, sampler_name: str, scheduler: str, steps: int):
