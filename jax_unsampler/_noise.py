@@ -192,11 +192,12 @@ def _local_scan(key, x, sigmas, gaps, step_ids, item_ids, offset, acc, statics, 
 
 @functools.partial(jax.jit, static_argnames=("statics",))
 def _noised_scan(key, x, sigmas, step_ids, item_ids, offset, carry, *, statics):
-    """One device: `(len(sigmas), B, *item)` noised latents and the Markov state after them."""
+    """One device: the `(len(sigmas) * B, *item)` noised latents and the Markov state after them."""
     prev_sigma, acc = carry
     gaps = markov_gaps(sigmas, prev_sigma)
     z, acc = _local_scan(key, x, sigmas, gaps, step_ids, item_ids, offset, acc, statics)
-    return z, (sigmas[-1], acc)
+    # Flattened here, inside the jit, where it is free; outside it would copy the whole batch.
+    return z.reshape((-1, *x.shape[1:])), (sigmas[-1], acc)
 
 
 @functools.partial(jax.jit, static_argnames=("statics", "mesh", "first_step"))
@@ -334,7 +335,7 @@ class _Plan:
         z, carry = _noised_scan(
             self.key, self.x, sigmas, step_ids, self.item_ids, offset, carry, statics=self.scan_statics
         )
-        return z[:n], carry
+        return (z if sigmas.shape[0] == n else z[: n * self.latent.shape[0]]), carry
 
     def run_sharded(self, mesh):
         return _noised_sharded(
@@ -385,14 +386,12 @@ def noised_latents(
 ):
     plan = _Plan("noised_latents", key, latent, sigmas, normalize, coupling, batch_index, step_offset,
                  noise_scaling, latent_format)  # fmt: skip
-    n, batch = plan.sigmas.shape[0], plan.latent.shape[0]
-    if n == 0:
+    if plan.sigmas.shape[0] == 0:
         return jnp.zeros((0, *plan.item_shape), plan.latent.dtype)
     if mesh is not None:
         _check_mesh("noised_latents", mesh)
         return plan.run_sharded(mesh)
-    z, _ = plan.run(plan.sigmas, plan.step_offset, plan.offset(), plan.start())
-    return z.reshape((n * batch, *plan.item_shape))
+    return plan.run(plan.sigmas, plan.step_offset, plan.offset(), plan.start())[0]
 
 
 noised_latents.__doc__ = (
@@ -440,7 +439,7 @@ def _chunks(plan: _Plan, chunk: int) -> Iterator[jax.Array]:
         if real < chunk and n > chunk:  # pad the last chunk so every chunk shares one compilation
             part = jnp.concatenate([part, jnp.broadcast_to(part[-1:], (chunk - real,))])
         z, carry = plan.run(part, plan.step_offset + start, offset, carry)
-        yield z[:real].reshape((real * batch, *plan.item_shape))
+        yield z if real == chunk or n <= chunk else z[: real * batch]
 
 
 noised_latents_chunks.__doc__ = (
@@ -459,27 +458,36 @@ noised_latents_chunks.__doc__ = (
 
 
 @functools.partial(jax.jit, static_argnames=("coupling", "scaling", "latent_format", "normalize"))
-def _from_noise(x, sigmas, noise, *, coupling, scaling, latent_format, normalize):
+def _from_noise(latent, sigmas, noise, *, coupling, scaling, latent_format, normalize):
+    """The batch from given noise in one pass: reshapes, casts and `normalize` happen inside."""
+    x = latent.astype(jnp.float32)
+    n, batch, item = sigmas.shape[0], x.shape[0], x.shape[1:]
+    noise = noise.reshape((n, batch, *item))
     x_model = _to_model(x, latent_format)
-    if coupling == "shared":
-        noise = jnp.broadcast_to(noise[:1], noise.shape)
+    gaps = markov_gaps(sigmas, jnp.zeros((), jnp.float32))
+    offset = jnp.zeros((), jnp.float32)
+    if normalize:  # the first entry draws the same noise in every coupling
+        first = apply_noise(x_model[:1], sigmas[0] * noise[0, :1].astype(jnp.float32), sigmas[0], scaling)
+        offset = jnp.mean(_from_model(first, latent_format))
 
-    def step(prev, inp):
-        sigma, eps = inp
-        if coupling == "markov":
-            prev_sigma, prev_noise = prev
-            gap = jnp.sqrt(jnp.maximum(sigma * sigma - prev_sigma * prev_sigma, 0.0))
-            scaled = prev_noise + gap * eps
-            prev = (sigma, scaled)
-        else:
-            scaled = sigma * eps
-        return prev, _from_model(apply_noise(x_model, scaled, sigma, scaling), latent_format)
+    def finish(x_model, scaled, sigma):
+        z = _from_model(apply_noise(x_model, scaled, sigma, scaling), latent_format) - offset
+        return z.astype(latent.dtype)
 
-    start = markov_start(x.shape[0], x.shape[1:]) if coupling == "markov" else None
-    _, z = jax.lax.scan(step, start, (sigmas, noise))
-    if normalize:
-        z = z - jnp.mean(z[0, 0])
-    return z
+    if coupling != "markov":  # one fused elementwise pass over the whole batch, no loop
+        eps = jnp.broadcast_to(noise[:1], noise.shape) if coupling == "shared" else noise
+        flat = (n * batch, *item)
+        per_entry = jnp.repeat(sigmas, batch).reshape((n * batch,) + (1,) * len(item))
+        tiled = jnp.broadcast_to(x_model[None], (n, batch, *item)).reshape(flat)
+        return finish(tiled, per_entry * eps.reshape(flat).astype(jnp.float32), per_entry)
+
+    def step(acc, inp):
+        sigma, gap, eps = inp
+        acc = acc + gap * eps.astype(jnp.float32)
+        return acc, finish(x_model, acc, sigma)
+
+    _, z = jax.lax.scan(step, jnp.zeros_like(x), (sigmas, gaps, noise))
+    return z.reshape((n * batch, *item))
 
 
 def noised_latents_from_noise(
@@ -517,9 +525,7 @@ def noised_latents_from_noise(
         )
     if n == 0:
         return jnp.zeros((0, *item), latent.dtype)
-    z = _from_noise(
-        latent.astype(jnp.float32), sigmas.astype(jnp.float32),
-        noise.astype(jnp.float32).reshape((n, batch, *item)),
+    return _from_noise(
+        latent, sigmas.astype(jnp.float32), noise,
         coupling=coupling, scaling=noise_scaling, latent_format=latent_format, normalize=bool(normalize),
     )  # fmt: skip
-    return z.reshape((n * batch, *item)).astype(latent.dtype)

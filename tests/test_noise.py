@@ -274,3 +274,13 @@ def test_key_from_seed_is_jax_random_key_below_2_to_32_and_64_bit_above():
     for bad in (-1, 2**64):
         with pytest.raises(ValueError, match="seed must be in"):
             ju.key_from_seed(bad)
+
+
+def test_from_noise_new_values_do_not_recompile():
+    """The torch-noise path: new seeds (new noise values) and sigmas reuse one compilation."""
+    x, s = _latent(), _sigmas()
+    rng = np.random.default_rng(0)
+    ju.noised_latents_from_noise(x, s, rng.standard_normal((18, 4, 5, 6), np.float32))
+    size = _noise._from_noise._cache_size()
+    ju.noised_latents_from_noise(x + 1, s * 3, rng.standard_normal((18, 4, 5, 6), np.float32))
+    assert _noise._from_noise._cache_size() == size
