@@ -200,26 +200,21 @@ def test_correlation_of_consecutive_entries(coupling):
     np.testing.assert_allclose(corr, expected[coupling], atol=5 / np.sqrt(eps.shape[1]))
 
 
-def test_from_noise_matches_keyed_noise():
-    x, s = _latent(), _sigmas()
-    z = ju.noised_latents(KEY, x, s, normalize=True)
-    noise = np.stack(
-        [jax.random.normal(jax.random.fold_in(jax.random.fold_in(KEY, i), b), x.shape[1:])
-         for i in range(6) for b in range(3)]
-    )  # fmt: skip
-    got = ju.noised_latents_from_noise(x, s, noise, normalize=True)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(z), rtol=1e-6, atol=1e-5)
+def _documented_noise(x, steps):
+    """The noise the docs promise: step i, item b from fold_in(fold_in(key, i), b), step-major."""
+    pairs = [(i, b) for i in range(steps) for b in range(x.shape[0])]
+    return np.stack(
+        [jax.random.normal(jax.random.fold_in(jax.random.fold_in(KEY, i), b), x.shape[1:]) for i, b in pairs]
+    )
 
 
-@pytest.mark.parametrize("coupling", ["shared", "markov"])
-def test_from_noise_couplings_match_keyed(coupling):
+@pytest.mark.parametrize(
+    ("coupling", "normalize"), [("independent", True), ("shared", False), ("markov", False)]
+)
+def test_from_noise_matches_keyed_noise(coupling, normalize):
     x, s = _latent(), _sigmas()
-    z = ju.noised_latents(KEY, x, s, coupling=coupling)
-    noise = np.stack(
-        [jax.random.normal(jax.random.fold_in(jax.random.fold_in(KEY, i), b), x.shape[1:])
-         for i in range(6) for b in range(3)]
-    )  # fmt: skip
-    got = ju.noised_latents_from_noise(x, s, noise, coupling=coupling)
+    z = ju.noised_latents(KEY, x, s, coupling=coupling, normalize=normalize)
+    got = ju.noised_latents_from_noise(x, s, _documented_noise(x, 6), coupling=coupling, normalize=normalize)
     np.testing.assert_allclose(np.asarray(got), np.asarray(z), rtol=1e-5, atol=1e-4)
 
 
