@@ -8,7 +8,9 @@ numeric settings are traced leaves, the model type and the kind of parameterisat
 
 from __future__ import annotations
 
+import difflib
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,7 +81,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "stable_cascade": {"shift": 1.0, "sigma_data": 1.0},
 }
 SAMPLING_SETTINGS = tuple(sorted({k for d in _DEFAULTS.values() for k in d}))
-"""Every `sampling_settings` key some model type reads; others are rejected as typos."""
+"""Every `sampling_settings` key some model type reads; others are ignored with a warning."""
 
 _ZSNR_LAST_ALPHA_CUMPROD = 4.8973451890853435e-08
 _COSINE_S = 8e-3
@@ -243,7 +245,16 @@ def _check_settings(model_type: str, settings: Mapping[str, Any]) -> dict[str, A
     fn = "model_sampling"
     kind = _PARAMETERISATION[model_type]
     for key in settings:
-        check_choice(fn, "sampling_settings key", key, SAMPLING_SETTINGS)
+        if key not in SAMPLING_SETTINGS:
+            # ComfyUI ignores keys it does not read, and model configs may carry others; a typo
+            # should still be seen, so warn rather than raise or stay silent.
+            close = difflib.get_close_matches(str(key), SAMPLING_SETTINGS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            warnings.warn(
+                f"{fn}: sampling_settings key {key!r} is read by no model type and is ignored{hint}; "
+                f"known keys: {', '.join(SAMPLING_SETTINGS)}",
+                stacklevel=3,
+            )
     cfg = {k: settings.get(k, v) for k, v in _DEFAULTS[kind].items()}
     for key, value in cfg.items():
         if key == "beta_schedule":
@@ -283,7 +294,8 @@ def model_sampling(model_type: str, sampling_settings: Mapping[str, Any] | None 
 
     - `model_type`: one of `MODEL_TYPES` (ComfyUI's `ModelType` names, e.g. `"EPS"`, `"FLUX"`).
     - `sampling_settings`: the model config's settings dict, as ComfyUI holds it. Keys a model
-      type does not read are ignored, as in ComfyUI; keys no model type reads raise.
+      type does not read are ignored, as in ComfyUI; keys no model type reads are ignored
+      with a warning (they are usually typos).
       Discrete types read `beta_schedule`, `linear_start`, `linear_end`, `timesteps`, `zsnr`;
       continuous ones `sigma_min`, `sigma_max`, `sigma_data`; flow ones `shift` (and
       `multiplier` for FLOW).
