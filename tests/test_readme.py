@@ -1,0 +1,19 @@
+"""The README's Python example runs as written and says what it returns."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_python_example_runs():
+    text = README.read_text()
+    section = text[text.index("## Python example") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["batch"].shape == (30, 4, 128, 128)
+    assert namespace["z"].shape == (30, 4, 128, 128)
+    assert namespace["full"].shape == (30 + 1,)
