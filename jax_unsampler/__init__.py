@@ -4,6 +4,8 @@ A latent noised step by step along a diffusion model's own sigma schedule, with 
 ComfyUI's KSampler and the BatchUnsampler node, and noise keyed by explicit PRNG keys.
 """
 
+from ._keys import SEED_MAX as SEED_MAX
+from ._keys import key_from_seed as key_from_seed
 from ._ksampler import DISCARD_PENULTIMATE_SAMPLERS as DISCARD_PENULTIMATE_SAMPLERS
 from ._ksampler import SAMPLERS as SAMPLERS
 from ._ksampler import ksampler_sigmas as ksampler_sigmas
@@ -19,8 +21,6 @@ from ._model_sampling import noise_scaling_of as noise_scaling_of
 from ._node import unsampler_sigmas as unsampler_sigmas
 from ._noise import COUPLINGS as COUPLINGS
 from ._noise import NOISE_SCALINGS as NOISE_SCALINGS
-from ._noise import SEED_MAX as SEED_MAX
-from ._noise import key_from_seed as key_from_seed
 from ._noise import noised_latents as noised_latents
 from ._noise import noised_latents_chunks as noised_latents_chunks
 from ._noise import noised_latents_from_noise as noised_latents_from_noise

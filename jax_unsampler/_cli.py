@@ -21,10 +21,11 @@ import numpy as np
 
 from . import __version__
 from ._demo import demo_latent
+from ._keys import SEED_MAX, key_from_seed
 from ._ksampler import SAMPLERS
 from ._latent_file import SUFFIXES, LatentWriter, atomic_path, load_latent
 from ._node import unsampler_sigmas
-from ._noise import COUPLINGS, SEED_MAX, key_from_seed, noised_latents_chunks
+from ._noise import COUPLINGS, noised_latents_chunks
 from ._presets import Preset, preset, presets
 from ._progress import Progress
 from ._schedulers import SCHEDULERS
