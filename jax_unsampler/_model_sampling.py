@@ -114,6 +114,11 @@ class ModelSampling(struct.PyTreeNode):
     shift: jax.Array = struct.field(default_factory=lambda: _zero(1.0))
     multiplier: jax.Array = struct.field(default_factory=lambda: _zero(1000.0))
     sigma_data: jax.Array = struct.field(default_factory=lambda: _zero(1.0))
+    # Stable Cascade's cosine offset, and pi itself, as traced values: XLA rewrites a division
+    # by a compile-time constant into a multiplication by its reciprocal, which rounds
+    # differently from ComfyUI's division, and these maps are ill-conditioned near the top sigma.
+    cosine_s: jax.Array = struct.field(default_factory=lambda: _zero(_COSINE_S))
+    pi: jax.Array = struct.field(default_factory=lambda: _zero(math.pi))
     model_type: str = struct.field(pytree_node=False, default="EPS")
     parameterisation: str = struct.field(pytree_node=False, default="discrete")
     # ddim_uniform's schedule length depends on whether the table's second entry is ~0;
@@ -138,7 +143,7 @@ class ModelSampling(struct.PyTreeNode):
         if kind == "continuous_edm":
             return 0.25 * jnp.log(sigma)
         if kind == "continuous_v":
-            return _float32.arctan(sigma) / math.pi * 2
+            return _float32.divide(_float32.arctan(sigma), self.pi) * 2
         if kind == "cosmos_rflow":
             return sigma / (sigma + 1)
         if kind == "discrete_flow":
@@ -147,8 +152,12 @@ class ModelSampling(struct.PyTreeNode):
             return sigma
         if kind == "stable_cascade":
             var = jnp.clip(1 / (sigma * sigma + 1), 0.0, 1.0)
-            s = jnp.float32(_COSINE_S)
-            return jnp.arccos(jnp.sqrt(var * _cascade_init())) / (math.pi * 0.5) * (1 + s) - s
+            s = self.cosine_s
+            angle = _float32.arccos(jnp.sqrt(var * self._cascade_init()))
+            scaled = _float32.divide(angle, self.pi * 0.5) * (1 + s)
+            # Rounded before the subtraction, as in ComfyUI; fused into an FMA it is an ulp off,
+            # and the top timestep is where the schedules are most sensitive.
+            return _float32.rounded(scaled) - s
         raise AssertionError(kind)
 
     def sigma(self, timestep) -> jax.Array:
@@ -171,13 +180,23 @@ class ModelSampling(struct.PyTreeNode):
             top = self.sigma_max
             return jnp.where(t >= top / (top + 1), top, t / (1 - t))
         if kind == "discrete_flow":
-            return _time_snr_shift(self.shift, t / self.multiplier)
+            return _time_snr_shift(self.shift, _float32.divide(t, self.multiplier))
         if kind == "flux":
             e = jnp.exp(self.shift)
             return e / (e + (1 / t - 1))
         if kind == "stable_cascade":
-            return _cascade_sigma(self.shift, t)
+            s, shift, t = self.cosine_s, self.shift, _float32.rounded(t)
+            angle = _float32.divide(t + s, 1 + s) * self.pi * 0.5
+            alpha_cumprod = _float32.divide(_float32.cos(angle) ** 2, self._cascade_init())
+            log_snr = jnp.log(alpha_cumprod / (1 - alpha_cumprod)) + 2 * jnp.log(1.0 / shift)
+            alpha_cumprod = jnp.where(shift != 1.0, jax.nn.sigmoid(log_snr), alpha_cumprod)
+            alpha_cumprod = jnp.clip(alpha_cumprod, 0.0001, 0.9999)
+            return jnp.sqrt((1 - alpha_cumprod) / alpha_cumprod)
         raise AssertionError(kind)
+
+    def _cascade_init(self):
+        s = self.cosine_s
+        return jnp.cos(s / (1 + s) * self.pi * 0.5) ** 2
 
 
 def _time_snr_shift(shift, t):
@@ -185,18 +204,33 @@ def _time_snr_shift(shift, t):
     return shift * t / (1 + (shift - 1) * t)
 
 
-def _cascade_init():
-    s = jnp.float32(_COSINE_S)
-    return jnp.cos(s / (1 + s) * math.pi * 0.5) ** 2
+def _cascade_table(shift: float, size: int) -> np.ndarray:
+    """Stable Cascade's float32 table, rounded the way ComfyUI's one-at-a-time torch ops round.
 
+    ComfyUI fills this table one scalar at a time, so each op rounds to float32 and `cos`,
+    `log`, `exp` and `sqrt` are the C library's (as good as correctly rounded). XLA's
+    vectorised `cos` is off by an ulp here and there, which `1 - alpha_cumprod` turns into a
+    1e-3 relative error at the small end, moving `sigma_min` and every schedule built from it.
+    So this follows the same steps in NumPy: float32 after every op, transcendental functions
+    evaluated in float64 and rounded once.
+    """
+    f32, f64 = np.float32, np.float64
+    s = f32(_COSINE_S)
 
-def _cascade_sigma(shift, t):
-    s = jnp.float32(_COSINE_S)
-    alpha_cumprod = jnp.cos((t + s) / (1 + s) * math.pi * 0.5) ** 2 / _cascade_init()
-    log_snr = jnp.log(alpha_cumprod / (1 - alpha_cumprod)) + 2 * jnp.log(1.0 / shift)
-    alpha_cumprod = jnp.where(shift != 1.0, jax.nn.sigmoid(log_snr), alpha_cumprod)
-    alpha_cumprod = jnp.clip(alpha_cumprod, 0.0001, 0.9999)
-    return jnp.sqrt((1 - alpha_cumprod) / alpha_cumprod)
+    def cos_squared(v):
+        w = (v * f32(math.pi)).astype(f32) * f32(0.5)
+        c = np.cos(w.astype(f64)).astype(f32)
+        return c * c
+
+    init = cos_squared(np.array([s / (f32(1) + s)], f32))[0]
+    t = (np.arange(1, size + 1) / size).astype(f32)
+    alpha_cumprod = cos_squared((t + s) / (f32(1) + s)) / init
+    if shift != 1.0:
+        log_snr = np.log((alpha_cumprod / (f32(1) - alpha_cumprod)).astype(f64)).astype(f32)
+        log_snr = log_snr + f32(2) * f32(np.log(f64(f32(1.0) / f32(shift))))
+        alpha_cumprod = f32(1) / (f32(1) + np.exp((-log_snr).astype(f64)).astype(f32))
+    alpha_cumprod = np.clip(alpha_cumprod, f32(0.0001), f32(0.9999))
+    return np.sqrt(((f32(1) - alpha_cumprod) / alpha_cumprod).astype(f64)).astype(f32)
 
 
 def _betas(schedule: str, n: int, start: float, end: float) -> np.ndarray:
@@ -336,8 +370,7 @@ def model_sampling(model_type: str, sampling_settings: Mapping[str, Any] | None 
             steps = np.arange(1, _FLUX_TIMESTEPS + 1, dtype=np.float32) / np.float32(_FLUX_TIMESTEPS)
             sigmas = np.asarray(proto.sigma(steps))
         else:  # stable_cascade
-            steps = (np.arange(1, _CASCADE_TIMESTEPS + 1) / _CASCADE_TIMESTEPS).astype(np.float32)
-            sigmas = np.asarray(proto.sigma(steps))
+            sigmas = _cascade_table(cfg["shift"], _CASCADE_TIMESTEPS)
         return _finish(sigmas, np.log(sigmas), shift=proto.shift, multiplier=proto.multiplier, **common)
 
 

@@ -64,6 +64,9 @@ def comfy():
         for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
             del sys.modules[name]
         sys.meta_path.insert(0, _StandIns())
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # before model_management looks for a GPU
     import comfy.latent_formats
     import comfy.model_management
     import comfy.model_patcher

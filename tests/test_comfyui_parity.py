@@ -1,0 +1,72 @@
+"""jax_unsampler against ComfyUI itself, beyond the golden families: set COMFYUI_PATH to run.
+
+Builds ComfyUI's own model sampling (`comfy.model_base.model_sampling`) for settings the golden
+data does not cover (zero terminal SNR, cosine betas, other timestep counts, shifts below and
+above 1, ...) and compares `comfy.samplers.calculate_sigmas` with ours for every scheduler at
+step counts up to the node's 10000, with the golden bar.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+from conftest import assert_sigmas_close, golden_sigmas
+from test_torch_bridge_comfyui import COMFYUI_PATH, comfy  # noqa: F401  (the fixture)
+
+import jax_unsampler as ju
+
+FAMILIES = golden_sigmas()["families"]
+pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
+
+CONFIGS = [
+    ("EPS", {"zsnr": True}),
+    ("V_PREDICTION", {"zsnr": True}),
+    ("EPS", {"beta_schedule": "cosine"}),
+    ("EPS", {"beta_schedule": "sqrt", "linear_start": 0.0001, "linear_end": 0.02}),
+    ("EPS", {"timesteps": 1100, "linear_end": 0.014}),
+    ("IMG_TO_IMG", {}),
+    ("V_PREDICTION_EDM", {"sigma_max": 500.0, "sigma_min": 0.01}),
+    ("EDM", {}),
+    ("V_PREDICTION_CONTINUOUS", {}),
+    ("FLOW", {"shift": 6.0, "multiplier": 1.0}),
+    ("FLOW", {"shift": 0.5}),
+    ("FLOW", {}),
+    ("FLUX", {"shift": 0.5}),
+    ("FLUX", {"shift": 3.0}),
+    ("STABLE_CASCADE", {}),
+    ("STABLE_CASCADE", {"shift": 4.0}),
+    ("FLOW_COSMOS", {"sigma_max": 200.0, "sigma_min": 0.01}),
+]
+# The golden families too, at step counts the golden data does not reach.
+CONFIGS += sorted(
+    {(r["model_type"], json.dumps(r["sampling_settings"], sort_keys=True)) for r in FAMILIES.values()}
+)
+CONFIGS = [(t, json.loads(s) if isinstance(s, str) else s) for t, s in CONFIGS]
+STEPS = (1, 2, 7, 33, 1000, 10000)
+
+
+def _comfy_sampling(comfy_modules, model_type, settings):
+    import comfy.model_base
+
+    config = types.SimpleNamespace(sampling_settings=settings)
+    return comfy.model_base.model_sampling(config, comfy.model_base.ModelType[model_type])
+
+
+@pytest.mark.parametrize(("model_type", "settings"), CONFIGS, ids=[f"{t}-{s}" for t, s in CONFIGS])
+def test_tables_and_schedules_match_comfyui(comfy, model_type, settings):  # noqa: F811
+    theirs = _comfy_sampling(comfy, model_type, settings)
+    ours = ju.model_sampling(model_type, settings)
+    table = theirs.sigmas.double().numpy()
+    sigma_max = float(table[-1])
+    assert_sigmas_close(ours.sigmas, table, sigma_max, f"{model_type} {settings} table")
+    for scheduler in ju.SCHEDULERS:
+        for steps in STEPS:
+            expected = comfy.samplers.calculate_sigmas(theirs, scheduler, steps).double().numpy()
+            got = ju.calculate_sigmas(ours, scheduler, steps)
+            if scheduler == "kl_optimal" and steps == 1:  # ComfyUI: [nan, 0]; ours: [sigma_max, 0]
+                assert np.isnan(expected[0])
+                continue
+            assert_sigmas_close(got, expected, sigma_max, f"{model_type} {settings} {scheduler} {steps}")
