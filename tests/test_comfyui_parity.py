@@ -9,16 +9,20 @@ step counts up to the node's 10000, with the golden bar.
 from __future__ import annotations
 
 import json
+import pathlib
 import types
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from conftest import assert_sigmas_close, golden_sigmas
 from test_torch_bridge_comfyui import COMFYUI_PATH, comfy  # noqa: F401  (the fixture)
 
 import jax_unsampler as ju
 
 FAMILIES = golden_sigmas()["families"]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
 
 CONFIGS = [
@@ -70,3 +74,31 @@ def test_tables_and_schedules_match_comfyui(comfy, model_type, settings):  # noq
                 assert np.isnan(expected[0])
                 continue
             assert_sigmas_close(got, expected, sigma_max, f"{model_type} {settings} {scheduler} {steps}")
+
+
+@pytest.mark.parametrize("name", ju.presets())
+def test_presets_match_comfyuis_model_configs(comfy, name):  # noqa: F811
+    """Every preset: ComfyUI's table for its supported-model config, and its latent format."""
+    import comfy.latent_formats
+    import comfy.model_base
+    import comfy.supported_models
+
+    p = ju.preset(name)
+    record = json.loads((ROOT / "jax_unsampler" / "data" / "presets.json").read_text())["presets"][name]
+    config_name = record["comfyui_config"].split()[0]
+    config = getattr(comfy.supported_models, config_name)
+    assert config.sampling_settings == p.sampling_settings or name == "playground-2.5"
+    theirs = _comfy_sampling(comfy, p.model_type, p.sampling_settings)
+    table = theirs.sigmas.double().numpy()
+    assert_sigmas_close(p.model_sampling.sigmas, table, float(table[-1]), name)
+    fmt = getattr(comfy.latent_formats, p.latent_format.name)()
+    assert p.latent_format.scale_factor == fmt.scale_factor
+    assert p.latent_format.shift_factor == float(getattr(fmt, "shift_factor", 0.0) or 0.0)
+    assert (p.latent_channels, p.latent_dimensions) == (fmt.latent_channels, fmt.latent_dimensions)
+    x = torch.randn((2, p.latent_channels) + (3,) * p.latent_dimensions)
+    np.testing.assert_allclose(
+        np.asarray(p.latent_format.process_in(jnp.asarray(x.numpy()))),
+        fmt.process_in(x).numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
