@@ -102,3 +102,27 @@ def test_presets_match_comfyuis_model_configs(comfy, name):  # noqa: F811
         rtol=1e-6,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("name", ju.presets())
+def test_model_mode_is_what_comfyui_feeds_the_model(comfy, name):  # noqa: F811
+    """mode="model" for every preset: ComfyUI's noise_scaling between process_in and process_out."""
+    import comfy.latent_formats
+
+    from jax_unsampler._unsample import mode_noise_options
+
+    p = ju.preset(name)
+    theirs = _comfy_sampling(comfy, p.model_type, p.sampling_settings)
+    fmt = getattr(comfy.latent_formats, p.latent_format.name)()
+    x = torch.randn(
+        (2, p.latent_channels) + (3,) * p.latent_dimensions, generator=torch.Generator().manual_seed(1)
+    )
+    sigmas = ju.unsampler_sigmas(p.model_sampling, "euler", "karras", 5)
+    noise = torch.randn((5 * 2, *x.shape[1:]), generator=torch.Generator().manual_seed(2))
+    s = torch.tensor(np.asarray(sigmas)).repeat_interleave(2).view(-1, *[1] * (x.ndim - 1))
+    expected = fmt.process_out(
+        theirs.noise_scaling(s, noise, fmt.process_in(x.repeat(5, *[1] * (x.ndim - 1))))
+    )
+    options = mode_noise_options(p.model_sampling, p.latent_format, "model")
+    got = np.asarray(ju.noised_latents_from_noise(x.numpy(), sigmas, noise.numpy(), **options))
+    assert np.max(np.abs(got - expected.numpy())) <= 1e-6 * np.max(np.abs(expected.numpy()))
