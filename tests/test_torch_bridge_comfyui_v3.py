@@ -148,6 +148,21 @@ def test_the_v3_shim_loads_as_comfyui_loads_custom_nodes(comfy, v3, tmp_path):  
     assert module.comfy_entrypoint is v3.comfy_entrypoint
 
 
+@needs_comfyui
+def test_comfyuis_own_loader_registers_the_v3_shim(comfy, v3, tmp_path):  # noqa: F811
+    try:
+        import nodes  # ComfyUI's nodes.py: its custom-node loader and node registry
+    except ImportError as err:  # a dependency of ComfyUI's start-up that this environment lacks
+        pytest.skip(f"ComfyUI's nodes.py does not import here: {err}")
+
+    (tmp_path / "custom_nodes").mkdir()
+    shim = tb.install_comfyui_node(tmp_path, api="v3")
+    assert asyncio.run(nodes.load_custom_node(str(shim.parent))) is True
+    node = nodes.NODE_CLASS_MAPPINGS.pop(v3.NODE_ID_V3)
+    assert nodes.NODE_DISPLAY_NAME_MAPPINGS.pop(v3.NODE_ID_V3) == v3.DISPLAY_NAME_V3
+    assert node is v3.BatchUnsamplerJaxV3 and tb.NODE_ID not in nodes.NODE_CLASS_MAPPINGS
+
+
 def test_importing_torch_bridge_imports_no_comfy_api():
     """A fresh interpreter, with ComfyUI importable where COMFYUI_PATH is set."""
     code = (
