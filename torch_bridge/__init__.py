@@ -6,6 +6,8 @@
   MODEL read as jax_unsampler objects (no ComfyUI import needed).
 - `noised_latents_torch`: the original BatchUnsampler's torch-seeded noise, applied in JAX.
 - `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI node.
+- `torch_bridge.comfy_v3`: the same node for ComfyUI's V3 API (`comfy_entrypoint`); it imports
+  `comfy_api`, so it is imported only inside ComfyUI, never by this package.
 
 Importing this package imports torch, never JAX: JAX loads on first use.
 """
