@@ -89,6 +89,12 @@ def _full_sigmas_from_comfy(fn: str, model, sampler_name: str, scheduler: str, s
     return full
 
 
+def _comfy_names(attr: str) -> tuple:
+    """ComfyUI's own `KSampler.SAMPLERS` / `KSampler.SCHEDULERS` inside ComfyUI, else nothing."""
+    ksampler = getattr(_comfy_samplers(), "KSampler", None)
+    return tuple(name for name in getattr(ksampler, attr, ()) if isinstance(name, str))
+
+
 def _discard_penultimate(sampler_name: str) -> bool:
     ksampler = getattr(_comfy_samplers(), "KSampler", None)
     names = getattr(ksampler, "DISCARD_PENULTIMATE_SIGMA_SAMPLERS", DISCARD_PENULTIMATE_SAMPLERS)
@@ -107,9 +113,10 @@ def node_sigmas(fn: str, model, ms, sampler_name, scheduler, steps, start_at_ste
 
     import jax_unsampler as ju
 
-    if sampler_name not in SAMPLERS and _comfy_samplers() is not None and isinstance(sampler_name, str):
+    if sampler_name not in SAMPLERS and sampler_name in _comfy_names("SAMPLERS"):
         sampler_name = "dpm_2" if _discard_penultimate(sampler_name) else "euler"
-    if scheduler in SCHEDULERS or not isinstance(scheduler, str) or _comfy_samplers() is None:
+    if scheduler in SCHEDULERS or scheduler not in _comfy_names("SCHEDULERS"):
+        # Ours, or a name neither knows: unsampler_sigmas raises the clear error for the latter.
         return ju.unsampler_sigmas(
             ms, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_scale_factor=divisor
         )
