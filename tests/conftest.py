@@ -5,12 +5,25 @@ from __future__ import annotations
 import collections
 import functools
 import gzip
+import importlib.util
 import json
 import pathlib
 
 import numpy as np
 
 DATA = pathlib.Path(__file__).parent / "data"
+
+# torch is an extra (torch_bridge): without it the jax_unsampler tests still run, and the
+# header says which modules were left out.
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+if not HAS_TORCH:
+    collect_ignore_glob = ["test_torch_bridge*.py", "test_comfyui_parity.py"]
+
+
+def pytest_report_header(config):
+    if not HAS_TORCH:
+        return "torch is not installed: the torch_bridge tests are not collected (pip install -e '.[torch]')"
+    return None
 
 
 @functools.lru_cache(maxsize=1)
