@@ -58,44 +58,6 @@ def arctan(x):
     return jnp.sign(x) * out
 
 
-def tan(y):
-    """Float32 `tan` that stays accurate just below pi/2, via `cot(pi/2 - y)`."""
-    y = jnp.asarray(y, jnp.float32)
-    ay = jnp.abs(y)
-    near = (ay > _HALF_PI_HI / 2) & (ay < 2 * _HALF_PI_HI)
-    # hi - ay is exact here (Sterbenz); the barrier keeps XLA from reassociating the sum.
-    rest = jax.lax.optimization_barrier(_HALF_PI_HI - jnp.where(near, ay, 0)) + _HALF_PI_LO
-    out = jnp.where(near, 1 / jnp.tan(jnp.where(near, rest, 1)), jnp.tan(ay))
-    return jnp.sign(y) * out
-
-
-def arccos(x):
-    """Float32 `acos` that stays accurate near 1, as `2 asin(sqrt((1 - x) / 2))` there.
-
-    XLA's `acos` loses a few ulps just below 1 (Stable Cascade's timestep of its smallest
-    sigma lands there); `1 - x` is exact for x >= 0.5, so this form keeps full precision.
-    """
-    x = jnp.asarray(x, jnp.float32)
-    near_one = x > 0.5
-    half_gap = jnp.where(near_one, (1 - x) * 0.5, 0.0)
-    return jnp.where(near_one, 2 * jnp.arcsin(jnp.sqrt(half_gap)), jnp.arccos(jnp.where(near_one, 0.0, x)))
-
-
-def cos(y):
-    """Float32 `cos` that stays accurate near pi/2, via `sin(pi/2 - y)` for y in (pi/4, pi).
-
-    Stable Cascade's schedule squares `cos` just below pi/2, where a one-ulp error becomes a
-    1e-5 relative error in sigma; XLA's vectorised `cos` can be a few ulps off there.
-    """
-    # `y` is rounded first: otherwise XLA may fuse the multiply that made `y` into an FMA with
-    # `pi/2 - y`, skipping the rounding torch does.
-    y = rounded(jnp.asarray(y, jnp.float32))
-    ay = jnp.abs(y)
-    near = (ay > _HALF_PI_HI / 2) & (ay < 2 * _HALF_PI_HI)
-    rest = jax.lax.optimization_barrier(_HALF_PI_HI - jnp.where(near, ay, 0)) + _HALF_PI_LO
-    return jnp.where(near, jnp.sin(jnp.where(near, rest, 0)), jnp.cos(ay))
-
-
 def rounded(x):
     """`x` as a float32 value, rounded before any further arithmetic.
 

@@ -153,7 +153,7 @@ class ModelSampling(struct.PyTreeNode):
         if kind == "stable_cascade":
             var = jnp.clip(1 / (sigma * sigma + 1), 0.0, 1.0)
             s = self.cosine_s
-            angle = _float32.arccos(jnp.sqrt(var * self._cascade_init()))
+            angle = jnp.arccos(jnp.sqrt(var * self._cascade_init()))
             scaled = _float32.divide(angle, self.pi * 0.5) * (1 + s)
             # Rounded before the subtraction, as in ComfyUI; fused into an FMA it is an ulp off,
             # and the top timestep is where the schedules are most sensitive.
@@ -175,7 +175,7 @@ class ModelSampling(struct.PyTreeNode):
         if kind == "continuous_edm":
             return jnp.exp(t / 0.25)
         if kind == "continuous_v":
-            return _float32.tan(t * math.pi / 2)
+            return jnp.tan(t * math.pi / 2)
         if kind == "cosmos_rflow":
             top = self.sigma_max
             return jnp.where(t >= top / (top + 1), top, t / (1 - t))
@@ -187,7 +187,7 @@ class ModelSampling(struct.PyTreeNode):
         if kind == "stable_cascade":
             s, shift, t = self.cosine_s, self.shift, _float32.rounded(t)
             angle = _float32.divide(t + s, 1 + s) * self.pi * 0.5
-            alpha_cumprod = _float32.divide(_float32.cos(angle) ** 2, self._cascade_init())
+            alpha_cumprod = _float32.divide(jnp.cos(angle) ** 2, self._cascade_init())
             log_snr = jnp.log(alpha_cumprod / (1 - alpha_cumprod)) + 2 * jnp.log(1.0 / shift)
             alpha_cumprod = jnp.where(shift != 1.0, jax.nn.sigmoid(log_snr), alpha_cumprod)
             alpha_cumprod = jnp.clip(alpha_cumprod, 0.0001, 0.9999)
@@ -202,35 +202,6 @@ class ModelSampling(struct.PyTreeNode):
 def _time_snr_shift(shift, t):
     # Exactly t when shift == 1 (shift * t == t and (shift - 1) * t == 0 in float32).
     return shift * t / (1 + (shift - 1) * t)
-
-
-def _cascade_table(shift: float, size: int) -> np.ndarray:
-    """Stable Cascade's float32 table, rounded the way ComfyUI's one-at-a-time torch ops round.
-
-    ComfyUI fills this table one scalar at a time, so each op rounds to float32 and `cos`,
-    `log`, `exp` and `sqrt` are the C library's (as good as correctly rounded). XLA's
-    vectorised `cos` is off by an ulp here and there, which `1 - alpha_cumprod` turns into a
-    1e-3 relative error at the small end, moving `sigma_min` and every schedule built from it.
-    So this follows the same steps in NumPy: float32 after every op, transcendental functions
-    evaluated in float64 and rounded once.
-    """
-    f32, f64 = np.float32, np.float64
-    s = f32(_COSINE_S)
-
-    def cos_squared(v):
-        w = (v * f32(math.pi)).astype(f32) * f32(0.5)
-        c = np.cos(w.astype(f64)).astype(f32)
-        return c * c
-
-    init = cos_squared(np.array([s / (f32(1) + s)], f32))[0]
-    t = (np.arange(1, size + 1) / size).astype(f32)
-    alpha_cumprod = cos_squared((t + s) / (f32(1) + s)) / init
-    if shift != 1.0:
-        log_snr = np.log((alpha_cumprod / (f32(1) - alpha_cumprod)).astype(f64)).astype(f32)
-        log_snr = log_snr + f32(2) * f32(np.log(f64(f32(1.0) / f32(shift))))
-        alpha_cumprod = f32(1) / (f32(1) + np.exp((-log_snr).astype(f64)).astype(f32))
-    alpha_cumprod = np.clip(alpha_cumprod, f32(0.0001), f32(0.9999))
-    return np.sqrt(((f32(1) - alpha_cumprod) / alpha_cumprod).astype(f64)).astype(f32)
 
 
 def _betas(schedule: str, n: int, start: float, end: float) -> np.ndarray:
@@ -370,7 +341,8 @@ def model_sampling(model_type: str, sampling_settings: Mapping[str, Any] | None 
             steps = np.arange(1, _FLUX_TIMESTEPS + 1, dtype=np.float32) / np.float32(_FLUX_TIMESTEPS)
             sigmas = np.asarray(proto.sigma(steps))
         else:  # stable_cascade
-            sigmas = _cascade_table(cfg["shift"], _CASCADE_TIMESTEPS)
+            steps = (np.arange(1, _CASCADE_TIMESTEPS + 1) / _CASCADE_TIMESTEPS).astype(np.float32)
+            sigmas = np.asarray(proto.sigma(steps))
         return _finish(sigmas, np.log(sigmas), shift=proto.shift, multiplier=proto.multiplier, **common)
 
 

@@ -122,7 +122,7 @@ def kl_optimal(ms: ModelSampling, n: int):
         return _append_zero(ms.sigma_max[None])
     a = jnp.arange(n, dtype=jnp.float32) / (n - 1)
     lo, hi = _float32.arctan(ms.sigma_min), _float32.arctan(ms.sigma_max)
-    return _append_zero(_float32.tan(a * lo + (1 - a) * hi))
+    return _append_zero(jnp.tan(a * lo + (1 - a) * hi))
 
 
 _SCHEDULE_FNS = {
