@@ -198,15 +198,21 @@ def _auto_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,))
 
 
-@functools.partial(jax.jit, static_argnames=("scaling", "latent_format"))
-def _first_entry_mean(key, x, sigma0, step0, item0, *, scaling, latent_format):
-    """Mean of the first entry (first step, first item): the scalar `normalize` subtracts.
+def _entry_mean(x0, eps0, sigma0, scaling, latent_format):
+    """Mean of one noised entry: the scalar `normalize` subtracts, for the batch's first entry.
 
     The first step draws the same noise in every coupling, so this needs no coupling.
     """
+    z0 = apply_noise(_to_model(x0[None], latent_format), sigma0 * eps0[None], sigma0, scaling)
+    return jnp.mean(_from_model(z0, latent_format))
+
+
+@functools.partial(jax.jit, static_argnames=("statics",))
+def _first_entry_mean(key, x, sigma0, step0, item0, *, statics):
+    """`_entry_mean` of the first step's first item, its noise drawn from the key."""
+    _, scaling, latent_format, _ = statics
     eps = step_noise(key, step0, item0[None], x.shape[1:])[0]
-    x0 = _to_model(x[:1], latent_format)
-    return jnp.mean(_from_model(apply_noise(x0, sigma0 * eps[None], sigma0, scaling), latent_format))
+    return _entry_mean(x[0], eps, sigma0, scaling, latent_format)
 
 
 def _item_ids(fn: str, batch_index, batch: int):
@@ -259,8 +265,7 @@ class _Plan:
         self.step_offset = int(step_offset)
         self.normalize = bool(normalize)
         self.coupling = coupling
-        self.statics = dict(scaling=noise_scaling, latent_format=latent_format)
-        self.scan_statics = (coupling, noise_scaling, latent_format, self.latent.dtype)
+        self.statics = (coupling, noise_scaling, latent_format, self.latent.dtype)
         self.x = self.latent.astype(jnp.float32)
 
     @property
@@ -270,8 +275,8 @@ class _Plan:
     def offset(self):
         if not self.normalize or self.sigmas.shape[0] == 0:
             return jnp.zeros((), jnp.float32)
-        step0 = jnp.uint32(self.step_offset)
-        return _first_entry_mean(self.key, self.x, self.sigmas[0], step0, self.item_ids[0], **self.statics)
+        step0, item0 = jnp.uint32(self.step_offset), self.item_ids[0]
+        return _first_entry_mean(self.key, self.x, self.sigmas[0], step0, item0, statics=self.statics)
 
     def start(self):
         return markov_start(self.latent.shape[0], self.item_shape)
@@ -282,14 +287,14 @@ class _Plan:
             sigmas = jnp.concatenate([sigmas, sigmas])
         step_ids = jnp.arange(sigmas.shape[0], dtype=jnp.uint32) + jnp.uint32(first_step)
         z, carry = _noised_scan(
-            self.key, self.x, sigmas, step_ids, self.item_ids, offset, carry, statics=self.scan_statics
+            self.key, self.x, sigmas, step_ids, self.item_ids, offset, carry, statics=self.statics
         )
         return (z if sigmas.shape[0] == n else z[: n * self.latent.shape[0]]), carry
 
     def run_sharded(self, mesh):
         return _noised_sharded(
             self.key, self.x, self.sigmas, self.item_ids, self.offset(),
-            statics=self.scan_statics, mesh=_auto_mesh(mesh), first_step=self.step_offset,
+            statics=self.statics, mesh=_auto_mesh(mesh), first_step=self.step_offset,
         )  # fmt: skip
 
 
@@ -415,9 +420,8 @@ def _from_noise(latent, sigmas, noise, *, coupling, scaling, latent_format, norm
     x_model = _to_model(x, latent_format)
     gaps = markov_gaps(sigmas, jnp.zeros((), jnp.float32))
     offset = jnp.zeros((), jnp.float32)
-    if normalize:  # the first entry draws the same noise in every coupling
-        first = apply_noise(x_model[:1], sigmas[0] * noise[0, :1].astype(jnp.float32), sigmas[0], scaling)
-        offset = jnp.mean(_from_model(first, latent_format))
+    if normalize:
+        offset = _entry_mean(x[0], noise[0, 0].astype(jnp.float32), sigmas[0], scaling, latent_format)
 
     def finish(x_model, scaled, sigma):
         z = _from_model(apply_noise(x_model, scaled, sigma, scaling), latent_format) - offset
