@@ -68,26 +68,9 @@ class BatchUnsamplerJaxV3(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls,
-        model,
-        sampler_name,
-        scheduler,
-        steps,
-        start_at_step,
-        end_at_step,
-        latent_image,
-        normalize=False,
-        seed=0,
-        noise_source="jax",
-        mode="node",
-        coupling="independent",
-    ):
-        out = batch_unsample_comfy(
-            model, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_image,
-            normalize=normalize, seed=seed, noise_source=noise_source, mode=mode, coupling=coupling,
-        )  # fmt: skip
-        return io.NodeOutput(out)
+    def execute(cls, **inputs):
+        # ComfyUI passes every input by name; they are the V1 node's, so its compute serves.
+        return io.NodeOutput(batch_unsample_comfy(**inputs))
 
 
 class JaxUnsamplerExtension(ComfyExtension):
