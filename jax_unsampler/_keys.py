@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._names import SEED_MAX
 from ._validation import check_int
 
 
@@ -40,10 +41,6 @@ def canonical_key(fn: str, key) -> jax.Array:
     )
 
 
-SEED_MAX = 2**64 - 1
-"""The largest seed `key_from_seed` (and ComfyUI's seed inputs) accept."""
-
-
 def key_from_seed(seed: int) -> jax.Array:
     """The PRNG key of a 64-bit seed: `jax.random.key(seed)` as JAX makes it with 64-bit ints.
 
@@ -58,4 +55,4 @@ def key_from_seed(seed: int) -> jax.Array:
     """
     seed = check_int("key_from_seed", "seed", seed, 0, SEED_MAX)
     data = np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32)
-    return jax.random.wrap_key_data(data, impl="threefry2x32")
+    return jax.random.wrap_key_data(jnp.asarray(data), impl="threefry2x32")

@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from ._ksampler import ksampler_sigmas
-from ._validation import MAX_STEPS, check_int, check_steps
+from ._model_sampling import ModelSampling
+from ._names import MAX_STEPS
+from ._validation import check_int, check_steps, renamed_argument
 
 
 def node_slice(steps: int, start_at_step: int, end_at_step: int) -> tuple[int, int]:
@@ -22,9 +24,10 @@ def _slice_scale_flip(full, scale, start: int, end: int):
     return (full[start:end] / scale)[::-1]
 
 
+@renamed_argument("sampler", "sampler_name", since="0.2.0")
 def unsampler_sigmas(
-    ms,
-    sampler: str,
+    ms: ModelSampling,
+    sampler_name: str,
     scheduler: str,
     steps: int,
     start_at_step: int = 0,
@@ -43,7 +46,7 @@ def unsampler_sigmas(
 
     **Arguments:**
 
-    - `ms`, `sampler`, `scheduler`, `steps`: as for `ksampler_sigmas`.
+    - `ms`, `sampler_name`, `scheduler`, `steps`: as for `ksampler_sigmas`.
     - `start_at_step`, `end_at_step`: 0 to 10000, the node's window.
     - `latent_scale_factor`: the divisor (traced: changing it does not recompile).
 
@@ -55,6 +58,6 @@ def unsampler_sigmas(
     end_at_step = check_int(fn, "end_at_step", end_at_step, 0, MAX_STEPS)
     if isinstance(latent_scale_factor, (int, float)) and not latent_scale_factor > 0:
         raise ValueError(f"{fn}: latent_scale_factor must be positive, got {latent_scale_factor!r}")
-    full = ksampler_sigmas(ms, sampler, scheduler, steps)
+    full = ksampler_sigmas(ms, sampler_name, scheduler, steps)
     start, end = node_slice(steps, start_at_step, end_at_step)
     return _slice_scale_flip(full, jnp.asarray(latent_scale_factor, jnp.float32), start, end)

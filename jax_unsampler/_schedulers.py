@@ -17,20 +17,8 @@ import scipy.stats
 from . import _float32
 from ._float32 import torch_linspace
 from ._model_sampling import ModelSampling
-from ._validation import MAX_STEPS, check_choice, check_int
-
-SCHEDULERS = (
-    "simple",
-    "sgm_uniform",
-    "karras",
-    "exponential",
-    "ddim_uniform",
-    "beta",
-    "normal",
-    "linear_quadratic",
-    "kl_optimal",
-)
-"""ComfyUI's scheduler names, in its order."""
+from ._names import MAX_STEPS, SCHEDULERS
+from ._validation import check_choice, check_int
 
 
 def _append_zero(x):

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
+import jax
+from jax.typing import ArrayLike
+
 from ._latent_format import LatentFormat
 from ._model_sampling import ModelSampling, noise_scaling_of
+from ._names import MAX_STEPS, MODES
 from ._node import unsampler_sigmas
 from ._noise import noised_latents
 from ._presets import Preset, preset
-from ._validation import MAX_STEPS, check_choice
+from ._validation import check_choice
 
-MODES = ("node", "model")
-"""`"node"`: the original node's `x + sigma / scale_factor * eps`. `"model"`: what ComfyUI feeds
-the model at each of its own sigmas (its noise scaling, in the latent format's space)."""
+ModelArgument: TypeAlias = str | Preset | ModelSampling | tuple[ModelSampling, float | LatentFormat]
+"""What `batch_unsample` takes as `model`."""
 
 
-def resolve_model(fn: str, model):
+def resolve_model(fn: str, model: ModelArgument) -> tuple[ModelSampling, float, LatentFormat | None]:
     """`(model sampling, latent scale factor, latent format or None)` of a model argument.
 
     `model` is a preset name, a `Preset`, a `ModelSampling` (scale factor 1, no latent format)
@@ -39,21 +44,21 @@ def resolve_model(fn: str, model):
 
 
 def batch_unsample(
-    key,
-    model,
+    key: ArrayLike,
+    model: ModelArgument,
     sampler_name: str,
     scheduler: str,
     steps: int,
     start_at_step: int = 0,
     end_at_step: int = MAX_STEPS,
-    latent=None,
-    normalize: bool = False,
     *,
+    latent: ArrayLike,
+    normalize: bool = False,
     mode: str = "node",
     divide_by_scale_factor: bool = True,
     coupling: str = "independent",
-    batch_index=None,
-):
+    batch_index: ArrayLike | None = None,
+) -> jax.Array:
     """The BatchUnsampler node: its sigmas, then its noised batch, with explicit PRNG keys.
 
     **Arguments:**
@@ -62,7 +67,7 @@ def batch_unsample(
     - `model`: a preset name (`"sdxl"`), a `Preset`, a `ModelSampling` (scale factor 1) or a
       `(ModelSampling, latent_scale_factor)` pair.
     - `sampler_name`, `scheduler`, `steps`, `start_at_step`, `end_at_step`: the node's inputs.
-    - `latent`: the `(B, C, ...)` latent.
+    - `latent`: the `(B, C, ...)` latent (keyword-only).
     - `normalize`: the node's `normalize`.
     - `mode`: `"node"` (default): exactly the original node, `x + sigma / scale * eps`.
       `"model"`: the model's own sigmas (not divided), mixed in as ComfyUI does for the model
@@ -79,8 +84,6 @@ def batch_unsample(
     fn = "batch_unsample"
     check_choice(fn, "mode", mode, MODES)
     ms, scale, latent_format = resolve_model(fn, model)
-    if latent is None:
-        raise ValueError(f"{fn}: latent is required")
     divide = mode == "node" and divide_by_scale_factor
     sigmas = unsampler_sigmas(
         ms, sampler_name, scheduler, steps, start_at_step, end_at_step,
@@ -92,7 +95,7 @@ def batch_unsample(
     )  # fmt: skip
 
 
-def mode_noise_options(ms: ModelSampling, latent_format, mode: str) -> dict:
+def mode_noise_options(ms: ModelSampling, latent_format: LatentFormat | None, mode: str) -> dict[str, Any]:
     """`noised_latents` keywords (`noise_scaling`, `latent_format`) for a mode."""
     if mode == "node":
         return dict(noise_scaling="eps", latent_format=None)

@@ -7,11 +7,13 @@ value fails with a message that names the function, the value and what is allowe
 from __future__ import annotations
 
 import difflib
+import functools
 import operator
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-MAX_STEPS = 10000
-"""The largest step count or step bound the ComfyUI node accepts."""
+from ._names import MAX_STEPS
 
 
 def check_choice(fn: str, what: str, value: object, choices: Sequence[str]) -> str:
@@ -31,14 +33,39 @@ def check_int(fn: str, what: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{fn}: {what} must be an integer in [{lo}, {hi}], got {value!r}")
     try:
-        as_int = operator.index(value)
+        as_int = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise ValueError(f"{fn}: {what} must be an integer in [{lo}, {hi}], got {value!r}") from None
     if not lo <= as_int <= hi:
-        raise ValueError(f"{fn}: {what} must be in [{lo}, {hi}], got {as_int}")
+        raise ValueError(f"{fn}: {what} must be an integer in [{lo}, {hi}], got {as_int}")
     return as_int
 
 
 def check_steps(fn: str, steps: object) -> int:
     """A step count, 0 to `MAX_STEPS` as on the node."""
     return check_int(fn, "steps", steps, 0, MAX_STEPS)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def renamed_argument(old: str, new: str, since: str) -> Callable[[F], F]:
+    """Accept `old=` as a deprecated spelling of the keyword argument `new=` (one warning a call)."""
+
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{func.__name__}: pass {new}= only (got both {old}= and {new}=)")
+                warnings.warn(
+                    f"{func.__name__}: the argument {old}= is now {new}= (renamed in {since})",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return wrap

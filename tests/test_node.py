@@ -53,15 +53,26 @@ def test_empty_slices(steps, start, end):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(start_at_step=-1), r"start_at_step must be in \[0, 10000\], got -1"),
-        (dict(end_at_step=-3), r"end_at_step must be in \[0, 10000\], got -3"),
-        (dict(end_at_step=10001), r"end_at_step must be in \[0, 10000\], got 10001"),
-        (dict(steps=-5), r"steps must be in \[0, 10000\], got -5"),
+        (dict(start_at_step=-1), r"start_at_step must be an integer in \[0, 10000\], got -1"),
+        (dict(end_at_step=-3), r"end_at_step must be an integer in \[0, 10000\], got -3"),
+        (dict(end_at_step=10001), r"end_at_step must be an integer in \[0, 10000\], got 10001"),
+        (dict(steps=-5), r"steps must be an integer in \[0, 10000\], got -5"),
         (dict(latent_scale_factor=0.0), r"latent_scale_factor must be positive"),
     ],
 )
 def test_bad_bounds_raise(kwargs, match):
-    args = dict(ms=ju.preset("sd15").model_sampling, sampler="euler", scheduler="karras", steps=10)
+    args = dict(ms=ju.preset("sd15").model_sampling, sampler_name="euler", scheduler="karras", steps=10)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ju.unsampler_sigmas(**args)
+
+
+@pytest.mark.parametrize("fn", [ju.unsampler_sigmas, ju.ksampler_sigmas])
+def test_the_old_sampler_keyword_still_works_with_a_deprecation_warning(fn):
+    ms = ju.preset("sd15").model_sampling
+    want = fn(ms, "dpm_2", "karras", 6)
+    with pytest.warns(DeprecationWarning, match="sampler= is now sampler_name="):
+        got = fn(ms, sampler="dpm_2", scheduler="karras", steps=6)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="pass sampler_name= only"):
+        fn(ms, sampler="euler", sampler_name="euler", scheduler="karras", steps=6)

@@ -267,7 +267,7 @@ def test_key_from_seed_is_jax_random_key_below_2_to_32_and_64_bit_above():
         assert np.array_equal(jax.random.key_data(ju.key_from_seed(seed)), expected)
     assert jax.random.key_data(ju.key_from_seed(2**40 + 3)).tolist() == [2**8, 3]
     for bad in (-1, 2**64):
-        with pytest.raises(ValueError, match="seed must be in"):
+        with pytest.raises(ValueError, match="seed must be an integer in"):
             ju.key_from_seed(bad)
 
 

@@ -107,8 +107,14 @@ def test_ddim_uniform_length_follows_a_near_zero_second_sigma():
             lambda ms: ju.calculate_sigmas(ms, "karas", 10),
             r"unknown scheduler 'karas' \(did you mean 'karras'\?\)",
         ),
-        (lambda ms: ju.calculate_sigmas(ms, "karras", -1), r"steps must be in \[0, 10000\], got -1"),
-        (lambda ms: ju.calculate_sigmas(ms, "karras", 10001), r"steps must be in \[0, 10000\], got 10001"),
+        (
+            lambda ms: ju.calculate_sigmas(ms, "karras", -1),
+            r"steps must be an integer in \[0, 10000\], got -1",
+        ),
+        (
+            lambda ms: ju.calculate_sigmas(ms, "karras", 10001),
+            r"steps must be an integer in \[0, 10000\], got 10001",
+        ),
         (lambda ms: ju.calculate_sigmas(ms, "karras", 2.5), r"steps must be an integer"),
         (lambda ms: ju.calculate_sigmas(ms, "karras", True), r"steps must be an integer"),
         (lambda ms: ju.calculate_sigmas("sd15", "karras", 10), r"expected a ModelSampling"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -13,18 +14,17 @@ import numpy as np
 import pytest
 import torch
 import torch_bridge_doubles as doubles
+from conftest import run_node
 
 import jax_unsampler as ju
 import torch_bridge as tb
-from torch_bridge import _names
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _node():
     cls = tb.NODE_CLASS_MAPPINGS[tb.NODE_ID]
-    node = cls()
-    return lambda *args, **kw: getattr(node, cls.FUNCTION)(*args, **kw)[0]
+    return lambda *args, **kw: run_node(cls, *args, **kw)[0]
 
 
 def _sigmas(family, sampler, scheduler, steps, start=0, end=10000):
@@ -68,13 +68,19 @@ def test_inputs_and_outputs_match_the_original_node():
     assert set(tb.NODE_DISPLAY_NAME_MAPPINGS) == set(tb.NODE_CLASS_MAPPINGS)
 
 
-def test_local_name_lists_equal_jax_unsamplers():
-    assert _names.SAMPLERS == ju.SAMPLERS
-    assert _names.SCHEDULERS == ju.SCHEDULERS
-    assert _names.DISCARD_PENULTIMATE_SAMPLERS == ju.DISCARD_PENULTIMATE_SAMPLERS
-    assert _names.COUPLINGS == ju.COUPLINGS
-    assert _names.MODES == ju.MODES
-    assert _names.MAX_STEPS == ju.MAX_STEPS
+def test_node_loads_without_jax_and_offers_the_cores_names():
+    # The node's choices come from the core's JAX-free tables: no copy to drift, no JAX at load.
+    code = (
+        "import sys, json, torch_bridge as tb; spec = tb.BatchUnsamplerJax.INPUT_TYPES();"
+        "print(json.dumps([sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib')),"
+        " spec['required']['sampler_name'][0], spec['required']['scheduler'][0],"
+        " spec['optional']['coupling'][0], spec['optional']['mode'][0]]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    jax_modules, samplers, schedulers, couplings, modes = json.loads(out.stdout)
+    assert jax_modules == []
+    assert (tuple(samplers), tuple(schedulers)) == (ju.SAMPLERS, ju.SCHEDULERS)
+    assert (tuple(couplings), tuple(modes)) == (ju.COUPLINGS, ju.MODES)
 
 
 def test_batch_of_three_with_extra_latent_keys():
@@ -257,7 +263,8 @@ def test_importing_the_node_imports_no_jax_and_survives_a_broken_jax():
         assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
         (cls,) = NODE_CLASS_MAPPINGS.values()
         assert len(cls.INPUT_TYPES()["required"]["sampler_name"][0]) == 42
-        assert "jax_unsampler" not in sys.modules
+        # the core's name tables are loaded, JAX is not
+        assert not [m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib") and sys.modules[m]]
         print("ok")
         """
     )

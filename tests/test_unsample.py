@@ -66,14 +66,14 @@ def test_model_mode_matches_comfyui(i):
 
 def test_model_mode_differs_from_node_mode_for_flow_models():
     x = jax.random.normal(jax.random.key(1), (1, 16, 4, 4))
-    node = ju.batch_unsample(KEY, "sd3", "euler", "simple", 5, 0, 10000, x)
-    model = ju.batch_unsample(KEY, "sd3", "euler", "simple", 5, 0, 10000, x, mode="model")
+    node = ju.batch_unsample(KEY, "sd3", "euler", "simple", 5, 0, 10000, latent=x)
+    model = ju.batch_unsample(KEY, "sd3", "euler", "simple", 5, 0, 10000, latent=x, mode="model")
     assert not np.allclose(np.asarray(node), np.asarray(model))
 
 
 def test_batch_unsample_is_the_node():
     x = jax.random.normal(jax.random.key(1), (2, 4, 8, 8))
-    z = ju.batch_unsample(KEY, "sd15", "dpm_2", "beta", 12, 2, 9, x, normalize=True)
+    z = ju.batch_unsample(KEY, "sd15", "dpm_2", "beta", 12, 2, 9, latent=x, normalize=True)
     p = ju.preset("sd15")
     s = ju.unsampler_sigmas(p.model_sampling, "dpm_2", "beta", 12, 2, 9, latent_scale_factor=0.18215)
     np.testing.assert_array_equal(np.asarray(z), np.asarray(ju.noised_latents(KEY, x, s, normalize=True)))
@@ -110,7 +110,7 @@ def test_video_and_audio_latents():
         (dict(model=42), r"model must be a preset name"),
         (dict(sampler_name="Euler"), r"unknown sampler 'Euler'"),
         (dict(scheduler="linear"), r"unknown scheduler 'linear'.*simple, sgm_uniform"),
-        (dict(steps=-1), r"steps must be in \[0, 10000\], got -1"),
+        (dict(steps=-1), r"steps must be an integer in \[0, 10000\], got -1"),
         (dict(mode="flow"), r"unknown mode 'flow'.*node, model"),
         (dict(latent=None), r"latent is required"),
     ],

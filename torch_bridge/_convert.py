@@ -83,7 +83,7 @@ def _copy_to_torch(array) -> torch.Tensor:
     return torch.from_numpy(np.array(host, copy=True))
 
 
-def latent_samples(latent: Mapping[str, Any], fn: str = "latent_samples") -> torch.Tensor:
+def latent_samples(latent: Mapping[str, Any], *, fn: str = "latent_samples") -> torch.Tensor:
     """The `samples` tensor of a ComfyUI LATENT dict, checked.
 
     **Arguments:**
@@ -114,7 +114,7 @@ def latent_samples(latent: Mapping[str, Any], fn: str = "latent_samples") -> tor
 
 def latent_to_jax(latent: Mapping[str, Any]):
     """The `samples` of a LATENT dict as a JAX array (`to_jax`, so shared where possible)."""
-    return to_jax(latent_samples(latent, "latent_to_jax"))
+    return to_jax(latent_samples(latent, fn="latent_to_jax"))
 
 
 def _to_batch(masks: torch.Tensor, batch: int) -> torch.Tensor:
@@ -150,7 +150,7 @@ def latent_with_samples(latent: Mapping[str, Any], samples) -> dict[str, Any]:
     **Returns:** the new dict.
     """
     fn = "latent_with_samples"
-    old = latent_samples(latent, fn)
+    old = latent_samples(latent, fn=fn)
     new = samples if isinstance(samples, torch.Tensor) else to_torch(samples)
     if new.device != old.device:
         new = new.to(old.device)

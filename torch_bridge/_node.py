@@ -14,6 +14,18 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from typing import Any  # noqa: E402
 
+# The core's name tables and checks: plain Python, so the node still loads without JAX.
+from jax_unsampler._names import (  # noqa: E402
+    COUPLINGS,
+    DISCARD_PENULTIMATE_SAMPLERS,
+    MAX_STEPS,
+    MODES,
+    SAMPLERS,
+    SCHEDULERS,
+    SEED_MAX,
+)
+from jax_unsampler._validation import check_choice, check_int  # noqa: E402
+
 from ._comfy_model import (  # noqa: E402
     comfy_model_object,
     latent_format_from_comfy,
@@ -21,22 +33,15 @@ from ._comfy_model import (  # noqa: E402
     model_sampling_from_comfy,
 )
 from ._convert import latent_samples, latent_with_samples, to_jax  # noqa: E402
-from ._names import (  # noqa: E402
-    COUPLINGS,
-    DISCARD_PENULTIMATE_SAMPLERS,
-    MAX_SEED,
-    MAX_STEPS,
-    MODES,
-    NOISE_SOURCES,
-    SAMPLERS,
-    SCHEDULERS,
-)
 from ._noise import check_seed, noised_latents_torch  # noqa: E402
 
 NODE_ID = "JaxUnsampler_BatchUnsampler"
 """The node's id: prefixed, so it neither overrides nor is overridden by the original's."""
 
 DISPLAY_NAME = "Batch Unsampler (jax-unsampler)"
+
+NOISE_SOURCES = ("jax", "torch")
+"""Where the node's noise comes from: JAX keys, or torch's CPU generator as the original."""
 
 
 def _comfy_samplers():
@@ -51,18 +56,11 @@ def _comfy_samplers():
 def sampler_and_scheduler_names() -> tuple[list[str], list[str]]:
     """The sampler and scheduler choices: ComfyUI's own lists where ComfyUI is importable,
     otherwise the ones jax_unsampler implements (the same names, without importing JAX)."""
-    samplers = _comfy_samplers()
-    ksampler = getattr(samplers, "KSampler", None)
+    ksampler: Any = getattr(_comfy_samplers(), "KSampler", None)
     try:
         return list(ksampler.SAMPLERS), list(ksampler.SCHEDULERS)
     except (AttributeError, TypeError):
         return list(SAMPLERS), list(SCHEDULERS)
-
-
-def _check_choice(fn: str, what: str, value, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{fn}: unknown {what} {value!r}; valid choices: {', '.join(choices)}")
-    return value
 
 
 def _jax_key(seed: int):
@@ -81,7 +79,7 @@ def _full_sigmas_from_comfy(fn: str, model, sampler_name: str, scheduler: str, s
     if calculate is None:
         raise ValueError(f"{fn}: unknown scheduler {scheduler!r}; valid choices: {', '.join(SCHEDULERS)}")
     discard = _discard_penultimate(sampler_name)
-    ms = comfy_model_object(model, "model_sampling", fn)
+    ms = comfy_model_object(model, "model_sampling", fn=fn)
     full = calculate(ms, scheduler, steps + 1 if discard else steps)
     full = np.asarray(full.detach().cpu().float().numpy() if hasattr(full, "detach") else full, np.float32)
     if discard:
@@ -121,8 +119,7 @@ def node_sigmas(fn: str, model, ms, sampler_name, scheduler, steps, start_at_ste
             ms, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_scale_factor=divisor
         )
     for what, value in (("steps", steps), ("start_at_step", start_at_step), ("end_at_step", end_at_step)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEPS:
-            raise ValueError(f"{fn}: {what} must be an integer in [0, {MAX_STEPS}], got {value!r}")
+        check_int(fn, what, value, 0, MAX_STEPS)
     full = _full_sigmas_from_comfy(fn, model, sampler_name, scheduler, steps)
     end = min(steps, end_at_step)
     start = min(start_at_step, end)
@@ -169,10 +166,10 @@ def batch_unsample_comfy(
     from jax_unsampler._unsample import mode_noise_options
 
     fn = NODE_ID
-    samples = latent_samples(latent_image, fn)
-    _check_choice(fn, "noise_source", noise_source, NOISE_SOURCES)
-    _check_choice(fn, "mode", mode, MODES)
-    _check_choice(fn, "coupling", coupling, COUPLINGS)
+    samples = latent_samples(latent_image, fn=fn)
+    check_choice(fn, "noise_source", noise_source, NOISE_SOURCES)
+    check_choice(fn, "mode", mode, MODES)
+    check_choice(fn, "coupling", coupling, COUPLINGS)
     seed = check_seed(fn, seed)
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
@@ -184,7 +181,7 @@ def batch_unsample_comfy(
     sigmas = node_sigmas(fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, divisor)
     options = mode_noise_options(ms, latent_format, mode)
     if noise_source == "torch":
-        z = noised_latents_torch(seed, samples, sigmas, normalize, coupling=coupling, **options)
+        z = noised_latents_torch(seed, samples, sigmas, normalize=normalize, coupling=coupling, **options)
     else:
         index = latent_image.get("batch_index")
         if index is not None:
@@ -192,10 +189,11 @@ def batch_unsample_comfy(
             if any(not 0 <= i < 2**32 for i in index):
                 raise ValueError(f"{fn}: LATENT batch_index entries must be in [0, 2**32), got {index}")
             index = np.asarray(index, np.uint32)
-        z = ju.noised_latents(
+        z_jax = ju.noised_latents(
             _jax_key(seed), to_jax(samples.cpu()), sigmas,
             normalize=normalize, coupling=coupling, batch_index=index, **options,
         )  # fmt: skip
+        return latent_with_samples(latent_image, z_jax)
     return latent_with_samples(latent_image, z)
 
 
@@ -226,7 +224,7 @@ class BatchUnsamplerJax:
                     {
                         "default": 0,
                         "min": 0,
-                        "max": MAX_SEED,
+                        "max": SEED_MAX,
                         "control_after_generate": True,
                         "tooltip": "Seed of the noise (jax: a PRNG key; torch: the original's generator).",
                     },
@@ -265,27 +263,10 @@ class BatchUnsamplerJax:
         "step (BatchUnsampler of ComfyUI-Iterative-Mixer), computed with JAX."
     )
 
-    def unsample(
-        self,
-        model,
-        sampler_name,
-        scheduler,
-        steps,
-        start_at_step,
-        end_at_step,
-        latent_image,
-        normalize=False,
-        seed=0,
-        noise_source="jax",
-        mode="node",
-        coupling="independent",
-    ):
-        return (
-            batch_unsample_comfy(
-                model, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_image,
-                normalize=normalize, seed=seed, noise_source=noise_source, mode=mode, coupling=coupling,
-            ),
-        )  # fmt: skip
+    def unsample(self, **inputs):
+        # ComfyUI passes every input by name, as INPUT_TYPES names them; optional ones it lacks
+        # take batch_unsample_comfy's defaults.
+        return (batch_unsample_comfy(**inputs),)
 
 
 NODE_CLASS_MAPPINGS = {NODE_ID: BatchUnsamplerJax}

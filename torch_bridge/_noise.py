@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import operator
-
 import torch
 
+from jax_unsampler._names import COUPLINGS, SEED_MAX
+from jax_unsampler._validation import check_choice, check_int
+
 from ._convert import to_jax, to_torch
-from ._names import COUPLINGS, MAX_SEED
 
 
-def check_seed(fn: str, seed) -> int:
+def check_seed(fn: str, seed: object) -> int:
     """`seed` as an int in `[0, 2**64 - 1]`, else a `ValueError`."""
-    value = None
-    if not isinstance(seed, bool):
-        try:
-            value = operator.index(seed)
-        except TypeError:
-            pass
-    if value is None or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{fn}: seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    return value
+    return check_int(fn, "seed", seed, 0, SEED_MAX)
 
 
 def torch_noise(seed: int, steps: int, latent: torch.Tensor) -> torch.Tensor:
@@ -42,8 +34,8 @@ def noised_latents_torch(
     seed: int,
     latent: torch.Tensor,
     sigmas,
-    normalize: bool = False,
     *,
+    normalize: bool = False,
     coupling: str = "independent",
     noise_scaling: str = "eps",
     latent_format=None,
@@ -74,8 +66,7 @@ def noised_latents_torch(
     fn = "noised_latents_torch"
     if not isinstance(latent, torch.Tensor):
         raise ValueError(f"{fn}: latent must be a torch.Tensor, got {type(latent).__name__}")
-    if coupling not in COUPLINGS:
-        raise ValueError(f"{fn}: unknown coupling {coupling!r}; valid choices: {', '.join(COUPLINGS)}")
+    check_choice(fn, "coupling", coupling, COUPLINGS)
     seed = check_seed(fn, seed)
     if isinstance(sigmas, torch.Tensor):
         sigmas = to_jax(sigmas.to(torch.float32))
