@@ -11,34 +11,19 @@ from __future__ import annotations
 import difflib
 import math
 import warnings
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.typing import ArrayLike
 
 from . import _float32
 from ._float32 import torch_linspace
+from ._names import BETA_SCHEDULES, MODEL_TYPES, PARAMETERISATIONS
 from ._validation import check_choice
-
-MODEL_TYPES = (
-    "EPS",
-    "V_PREDICTION",
-    "V_PREDICTION_EDM",
-    "STABLE_CASCADE",
-    "EDM",
-    "FLOW",
-    "V_PREDICTION_CONTINUOUS",
-    "FLUX",
-    "IMG_TO_IMG",
-    "FLOW_COSMOS",
-)
-"""ComfyUI's `ModelType` names, in its order."""
-
-BETA_SCHEDULES = ("linear", "sqrt_linear", "sqrt", "cosine", "squaredcos_cap_v2")
-"""The `beta_schedule` values of discrete (EPS / V_PREDICTION) models."""
 
 # Model type -> the family of sigma <-> timestep maps ComfyUI pairs with it.
 _PARAMETERISATION = {
@@ -99,7 +84,8 @@ class ModelSampling(struct.PyTreeNode):
     """A model's sigma table and sigma/timestep maps (ComfyUI's `model_sampling` object).
 
     Build one with `model_sampling(model_type, settings)`, `preset(name).model_sampling` or
-    `model_sampling_from_table(sigmas)`; the fields are an implementation detail.
+    `model_sampling_from_table(sigmas, ...)`, which validate what they are given; the fields
+    are an implementation detail.
 
     **Attributes:**
 
@@ -133,70 +119,85 @@ class ModelSampling(struct.PyTreeNode):
     def sigma_max(self) -> jax.Array:
         return self.sigmas[-1]
 
-    def timestep(self, sigma) -> jax.Array:
+    def timestep(self, sigma: ArrayLike) -> jax.Array:
         """The model's timestep for `sigma` (an integer table index for discrete models)."""
-        sigma = jnp.asarray(sigma, jnp.float32)
-        kind = self.parameterisation
-        if kind == "discrete":
-            dists = jnp.abs(jnp.log(sigma)[None] - self.log_sigmas.reshape((-1,) + (1,) * sigma.ndim))
-            return jnp.argmin(dists, axis=0).astype(jnp.int32)
-        if kind == "continuous_edm":
-            return 0.25 * jnp.log(sigma)
-        if kind == "continuous_v":
-            return _float32.divide(_float32.arctan(sigma), self.pi) * 2
-        if kind == "cosmos_rflow":
-            return sigma / (sigma + 1)
-        if kind == "discrete_flow":
-            return sigma * self.multiplier
-        if kind == "flux":
-            return sigma
-        if kind == "stable_cascade":
-            var = jnp.clip(1 / (sigma * sigma + 1), 0.0, 1.0)
-            s = self.cosine_s
-            angle = jnp.arccos(jnp.sqrt(var * self._cascade_init()))
-            scaled = _float32.divide(angle, self.pi * 0.5) * (1 + s)
-            # Rounded before the subtraction, as in ComfyUI; fused into an FMA it is an ulp off,
-            # and the top timestep is where the schedules are most sensitive.
-            return _float32.rounded(scaled) - s
-        raise AssertionError(kind)
+        return _MAPS[self.parameterisation].timestep(self, jnp.asarray(sigma, jnp.float32))
 
-    def sigma(self, timestep) -> jax.Array:
+    def sigma(self, timestep: ArrayLike) -> jax.Array:
         """The sigma at `timestep` (fractional timesteps interpolate for discrete models)."""
-        t = jnp.asarray(timestep).astype(jnp.float32)
-        kind = self.parameterisation
-        if kind == "discrete":
-            t = jnp.clip(t, 0, self.sigmas.shape[0] - 1)
-            lo, hi = jnp.floor(t), jnp.ceil(t)
-            w = t - lo
-            log_sigma = (1 - w) * self.log_sigmas[lo.astype(jnp.int32)] + w * self.log_sigmas[
-                hi.astype(jnp.int32)
-            ]
-            return jnp.exp(log_sigma)
-        if kind == "continuous_edm":
-            return jnp.exp(t / 0.25)
-        if kind == "continuous_v":
-            return jnp.tan(t * math.pi / 2)
-        if kind == "cosmos_rflow":
-            top = self.sigma_max
-            return jnp.where(t >= top / (top + 1), top, t / (1 - t))
-        if kind == "discrete_flow":
-            return _time_snr_shift(self.shift, _float32.divide(t, self.multiplier))
-        if kind == "flux":
-            e = jnp.exp(self.shift)
-            return e / (e + (1 / t - 1))
-        if kind == "stable_cascade":
-            s, shift, t = self.cosine_s, self.shift, _float32.rounded(t)
-            angle = _float32.divide(t + s, 1 + s) * self.pi * 0.5
-            alpha_cumprod = _float32.divide(jnp.cos(angle) ** 2, self._cascade_init())
-            log_snr = jnp.log(alpha_cumprod / (1 - alpha_cumprod)) + 2 * jnp.log(1.0 / shift)
-            alpha_cumprod = jnp.where(shift != 1.0, jax.nn.sigmoid(log_snr), alpha_cumprod)
-            alpha_cumprod = jnp.clip(alpha_cumprod, 0.0001, 0.9999)
-            return jnp.sqrt((1 - alpha_cumprod) / alpha_cumprod)
-        raise AssertionError(kind)
+        return _MAPS[self.parameterisation].sigma(self, jnp.asarray(timestep).astype(jnp.float32))
 
-    def _cascade_init(self):
+    def _cascade_init(self) -> jax.Array:
         s = self.cosine_s
         return jnp.cos(s / (1 + s) * self.pi * 0.5) ** 2
+
+
+# The sigma <-> timestep maps of each parameterisation, as ComfyUI's sampling classes define
+# them; `ms` is the ModelSampling, the second argument a float32 array.
+
+
+def _discrete_timestep(ms: ModelSampling, sigma: jax.Array) -> jax.Array:
+    dists = jnp.abs(jnp.log(sigma)[None] - ms.log_sigmas.reshape((-1,) + (1,) * sigma.ndim))
+    return jnp.argmin(dists, axis=0).astype(jnp.int32)
+
+
+def _discrete_sigma(ms: ModelSampling, t: jax.Array) -> jax.Array:
+    t = jnp.clip(t, 0, ms.sigmas.shape[0] - 1)
+    lo, hi = jnp.floor(t), jnp.ceil(t)
+    w = t - lo
+    return jnp.exp((1 - w) * ms.log_sigmas[lo.astype(jnp.int32)] + w * ms.log_sigmas[hi.astype(jnp.int32)])
+
+
+def _cosmos_sigma(ms: ModelSampling, t: jax.Array) -> jax.Array:
+    top = ms.sigma_max
+    return jnp.where(t >= top / (top + 1), top, t / (1 - t))
+
+
+def _flux_sigma(ms: ModelSampling, t: jax.Array) -> jax.Array:
+    e = jnp.exp(ms.shift)
+    return e / (e + (1 / t - 1))
+
+
+def _cascade_timestep(ms: ModelSampling, sigma: jax.Array) -> jax.Array:
+    var = jnp.clip(1 / (sigma * sigma + 1), 0.0, 1.0)
+    s = ms.cosine_s
+    angle = jnp.arccos(jnp.sqrt(var * ms._cascade_init()))
+    scaled = _float32.divide(angle, ms.pi * 0.5) * (1 + s)
+    # Rounded before the subtraction, as in ComfyUI; fused into an FMA it is an ulp off, and the
+    # top timestep is where the schedules are most sensitive.
+    return _float32.rounded(scaled) - s
+
+
+def _cascade_sigma(ms: ModelSampling, t: jax.Array) -> jax.Array:
+    s, shift, t = ms.cosine_s, ms.shift, _float32.rounded(t)
+    angle = _float32.divide(t + s, 1 + s) * ms.pi * 0.5
+    alpha_cumprod = _float32.divide(jnp.cos(angle) ** 2, ms._cascade_init())
+    log_snr = jnp.log(alpha_cumprod / (1 - alpha_cumprod)) + 2 * jnp.log(1.0 / shift)
+    alpha_cumprod = jnp.where(shift != 1.0, jax.nn.sigmoid(log_snr), alpha_cumprod)
+    alpha_cumprod = jnp.clip(alpha_cumprod, 0.0001, 0.9999)
+    return jnp.sqrt((1 - alpha_cumprod) / alpha_cumprod)
+
+
+class _Maps(NamedTuple):
+    timestep: Callable[[ModelSampling, jax.Array], jax.Array]
+    sigma: Callable[[ModelSampling, jax.Array], jax.Array]
+
+
+_MAPS = {
+    "discrete": _Maps(_discrete_timestep, _discrete_sigma),
+    "continuous_edm": _Maps(lambda ms, s: 0.25 * jnp.log(s), lambda ms, t: jnp.exp(t / 0.25)),
+    "continuous_v": _Maps(
+        lambda ms, s: _float32.divide(_float32.arctan(s), ms.pi) * 2, lambda ms, t: jnp.tan(t * math.pi / 2)
+    ),
+    "cosmos_rflow": _Maps(lambda ms, s: s / (s + 1), _cosmos_sigma),
+    "discrete_flow": _Maps(
+        lambda ms, s: s * ms.multiplier,
+        lambda ms, t: _time_snr_shift(ms.shift, _float32.divide(t, ms.multiplier)),
+    ),
+    "flux": _Maps(lambda ms, s: s, _flux_sigma),
+    "stable_cascade": _Maps(_cascade_timestep, _cascade_sigma),
+}
+assert tuple(_MAPS) == PARAMETERISATIONS
 
 
 def _time_snr_shift(shift, t):
@@ -311,65 +312,119 @@ def model_sampling(model_type: str, sampling_settings: Mapping[str, Any] | None 
     settings = {} if sampling_settings is None else dict(sampling_settings)
     cfg = _check_settings(model_type, settings)
     kind = _PARAMETERISATION[model_type]
-    common = dict(
-        model_type=model_type,
-        parameterisation=kind,
-        sigma_data=_zero(cfg["sigma_data"]),
-    )
     with jax.ensure_compile_time_eval():
-        if kind == "discrete":
-            table64 = _discrete_table(cfg)
-            sigmas = np.asarray(table64, np.float32)
-            log_sigmas = np.asarray(np.log(table64), np.float32)
-            return _finish(sigmas, log_sigmas, **common)
-        if kind in ("continuous_edm", "continuous_v", "cosmos_rflow"):
-            grid = torch_linspace(math.log(cfg["sigma_min"]), math.log(cfg["sigma_max"]), _CONTINUOUS_TABLE)
-            sigmas = np.asarray(jnp.exp(grid))
-            return _finish(sigmas, np.log(sigmas), **common)
-        shift = _zero(cfg["shift"])
         proto = ModelSampling(
             sigmas=jnp.ones((2,), jnp.float32),
             log_sigmas=jnp.zeros((2,), jnp.float32),
-            shift=shift,
+            shift=_zero(cfg.get("shift", 1.0)),
             multiplier=_zero(cfg.get("multiplier", 1000.0)),
-            **common,
+            sigma_data=_zero(cfg["sigma_data"]),
+            model_type=model_type,
+            parameterisation=kind,
         )
-        if kind == "discrete_flow":
-            steps = np.arange(1, _FLOW_TIMESTEPS + 1, dtype=np.float32) / np.float32(_FLOW_TIMESTEPS)
-            sigmas = np.asarray(proto.sigma(jnp.asarray(steps) * proto.multiplier))
-        elif kind == "flux":
-            steps = np.arange(1, _FLUX_TIMESTEPS + 1, dtype=np.float32) / np.float32(_FLUX_TIMESTEPS)
-            sigmas = np.asarray(proto.sigma(steps))
-        else:  # stable_cascade
-            steps = (np.arange(1, _CASCADE_TIMESTEPS + 1) / _CASCADE_TIMESTEPS).astype(np.float32)
-            sigmas = np.asarray(proto.sigma(steps))
-        return _finish(sigmas, np.log(sigmas), shift=proto.shift, multiplier=proto.multiplier, **common)
+        sigmas, log_sigmas = _TABLES[kind](cfg, proto)
+        return _finish(proto, sigmas, log_sigmas)
 
 
-def _finish(sigmas: np.ndarray, log_sigmas: np.ndarray, **fields) -> ModelSampling:
+# The sigma table of each parameterisation: `(sigmas, log_sigmas)` from the checked settings
+# and a prototype holding every other field (the flow tables are its own `sigma` map).
+
+
+def _discrete_tables(cfg: Mapping[str, Any], proto: ModelSampling) -> tuple[np.ndarray, np.ndarray]:
+    table64 = _discrete_table(cfg)
+    return np.asarray(table64, np.float32), np.asarray(np.log(table64), np.float32)
+
+
+def _continuous_tables(cfg: Mapping[str, Any], proto: ModelSampling) -> tuple[np.ndarray, np.ndarray]:
+    grid = torch_linspace(math.log(cfg["sigma_min"]), math.log(cfg["sigma_max"]), _CONTINUOUS_TABLE)
+    sigmas = np.asarray(jnp.exp(grid))
+    return sigmas, np.log(sigmas)
+
+
+def _timestep_grid(n: int) -> np.ndarray:
+    return np.arange(1, n + 1, dtype=np.float32) / np.float32(n)
+
+
+def _flow_tables(cfg: Mapping[str, Any], proto: ModelSampling) -> tuple[np.ndarray, np.ndarray]:
+    sigmas = np.asarray(proto.sigma(jnp.asarray(_timestep_grid(_FLOW_TIMESTEPS)) * proto.multiplier))
+    return sigmas, np.log(sigmas)
+
+
+def _flux_tables(cfg: Mapping[str, Any], proto: ModelSampling) -> tuple[np.ndarray, np.ndarray]:
+    sigmas = np.asarray(proto.sigma(_timestep_grid(_FLUX_TIMESTEPS)))
+    return sigmas, np.log(sigmas)
+
+
+def _cascade_tables(cfg: Mapping[str, Any], proto: ModelSampling) -> tuple[np.ndarray, np.ndarray]:
+    steps = (np.arange(1, _CASCADE_TIMESTEPS + 1) / _CASCADE_TIMESTEPS).astype(np.float32)
+    sigmas = np.asarray(proto.sigma(steps))
+    return sigmas, np.log(sigmas)
+
+
+_TABLES: dict[str, Callable[[Mapping[str, Any], ModelSampling], tuple[np.ndarray, np.ndarray]]] = {
+    "discrete": _discrete_tables,
+    "continuous_edm": _continuous_tables,
+    "continuous_v": _continuous_tables,
+    "cosmos_rflow": _continuous_tables,
+    "discrete_flow": _flow_tables,
+    "flux": _flux_tables,
+    "stable_cascade": _cascade_tables,
+}
+
+
+def _finish(proto: ModelSampling, sigmas: np.ndarray, log_sigmas: np.ndarray) -> ModelSampling:
     second_zero = bool(sigmas.shape[0] > 1 and abs(float(sigmas[1])) <= 1e-5)
-    return ModelSampling(
+    return proto.replace(
         sigmas=jnp.asarray(sigmas, jnp.float32),
         log_sigmas=jnp.asarray(log_sigmas, jnp.float32),
         second_sigma_is_zero=second_zero,
-        **fields,
     )
 
 
-def model_sampling_from_table(sigmas, model_type: str = "EPS") -> ModelSampling:
-    """A discrete model sampling over an arbitrary ascending sigma table.
+def _positive(fn: str, what: str, value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: {what} must be a positive finite number, got {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{fn}: {what} must be a positive finite number, got {value!r}")
+    return number
 
-    For models whose sampling class is unknown: schedulers then see the table and ComfyUI's
-    discrete maps (nearest log-sigma index, log-linear interpolation), which is what ComfyUI
-    itself does for every discrete-table model.
+
+def model_sampling_from_table(
+    sigmas: ArrayLike,
+    model_type: str = "EPS",
+    *,
+    parameterisation: str = "discrete",
+    log_sigmas: ArrayLike | None = None,
+    shift: float = 1.0,
+    multiplier: float = 1000.0,
+    sigma_data: float = 1.0,
+) -> ModelSampling:
+    """A model sampling over a given ascending sigma table: what a loaded model carries.
+
+    With the defaults it is ComfyUI's discrete sampling over the table (nearest log-sigma index,
+    log-linear interpolation), which ComfyUI uses for every discrete-table model and which suits
+    a model whose sampling class is unknown. `torch_bridge` builds every ComfyUI model sampling
+    with it, passing the class's maps and numbers.
 
     **Arguments:**
 
     - `sigmas`: a 1-D array of at least two positive, finite, ascending sigmas.
-    - `model_type`: recorded for the noise scaling of `mode="model"`; one of `MODEL_TYPES`.
+    - `model_type`: one of `MODEL_TYPES`; decides the noise scaling of `mode="model"`.
+    - `parameterisation`: the sigma <-> timestep maps, one of `PARAMETERISATIONS`
+      (`"discrete"`, `"continuous_edm"`, `"continuous_v"`, `"cosmos_rflow"`,
+      `"discrete_flow"`, `"flux"`, `"stable_cascade"`).
+    - `log_sigmas`: the table's logarithm as the model holds it (default `log(sigmas)`), the
+      same shape as `sigmas`.
+    - `shift`, `multiplier`, `sigma_data`: the sampling's numbers (positive), used by the maps
+      that read them (flow shift and timestep multiplier; EDM's sigma_data).
+
+    **Returns:** a `ModelSampling`.
     """
     fn = "model_sampling_from_table"
     check_choice(fn, "model_type", model_type, MODEL_TYPES)
+    check_choice(fn, "parameterisation", parameterisation, PARAMETERISATIONS)
     table = np.asarray(sigmas, dtype=np.float32)
     if table.ndim != 1 or table.shape[0] < 2:
         raise ValueError(f"{fn}: sigmas must be 1-D with at least 2 entries, got shape {table.shape}")
@@ -377,4 +432,18 @@ def model_sampling_from_table(sigmas, model_type: str = "EPS") -> ModelSampling:
         raise ValueError(f"{fn}: sigmas must be positive and finite")
     if not np.all(np.diff(table) >= 0):
         raise ValueError(f"{fn}: sigmas must be ascending (least noise first)")
-    return _finish(table, np.log(table), model_type=model_type, parameterisation="discrete")
+    logs = np.log(table) if log_sigmas is None else np.asarray(log_sigmas, np.float32)
+    if logs.shape != table.shape or not np.all(np.isfinite(logs)):
+        raise ValueError(
+            f"{fn}: log_sigmas must be finite and of the table's shape {table.shape}, got shape {logs.shape}"
+        )
+    proto = ModelSampling(
+        sigmas=jnp.asarray(table),
+        log_sigmas=jnp.asarray(logs),
+        shift=_zero(_positive(fn, "shift", shift)),
+        multiplier=_zero(_positive(fn, "multiplier", multiplier)),
+        sigma_data=_zero(_positive(fn, "sigma_data", sigma_data)),
+        model_type=model_type,
+        parameterisation=parameterisation,
+    )
+    return _finish(proto, table, logs)

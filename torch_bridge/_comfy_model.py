@@ -66,7 +66,7 @@ _NOT_A_MODEL = (
 )
 
 
-def comfy_model_object(model, name: str, fn: str = "comfy_model_object"):
+def comfy_model_object(model: Any, name: str, *, fn: str = "comfy_model_object") -> Any:
     """An object of a ComfyUI MODEL, found the way ComfyUI's own code finds it.
 
     A current ModelPatcher answers `get_model_object(name)` (which honours object patches, such
@@ -171,48 +171,45 @@ def model_sampling_from_comfy(model):
 
     **Returns:** a `jax_unsampler.ModelSampling`.
     """
-    import jax.numpy as jnp
-    import numpy as np
 
     import jax_unsampler as ju
 
     fn = "model_sampling_from_comfy"
     ms = model
     if getattr(model, "sigmas", None) is None:
-        ms = comfy_model_object(model, "model_sampling", fn)
+        ms = comfy_model_object(model, "model_sampling", fn=fn)
     sigmas = _table(fn, ms, "sigmas")
     if sigmas is None:
         raise ValueError(
             f"{fn}: the model sampling object ({type(ms).__name__}) has no 'sigmas' table to read"
         )
-    map_class = _map_class(ms)
+    map_class = _map_class(ms) or ""
     kind = _SAMPLING_CLASSES.get(map_class)
-    mixin = _mixin(ms)
+    mixin = _mixin(ms) or ""
     if kind is None:
         model_type = _MIXIN_TYPE.get(mixin, "EPS")
         kind = "discrete"
     else:
         model_type = _PAIRS.get((kind, mixin), _DEFAULT_TYPE[kind])
+    log_sigmas = _table(fn, ms, "log_sigmas")
     try:
-        base = ju.model_sampling_from_table(sigmas, model_type)
+        return ju.model_sampling_from_table(
+            sigmas,
+            model_type,
+            parameterisation=kind,
+            log_sigmas=log_sigmas if log_sigmas is not None and log_sigmas.shape == sigmas.shape else None,
+            shift=_number(fn, ms, "shift", 1.0),
+            multiplier=_number(fn, ms, "multiplier", 1000.0),
+            sigma_data=_number(fn, ms, "sigma_data", 1.0),
+        )
     except ValueError as err:
         raise ValueError(f"{fn}: {type(ms).__name__} has an unusable sigma table: {err}") from None
-    log_sigmas = _table(fn, ms, "log_sigmas")
-    if log_sigmas is None or log_sigmas.shape != sigmas.shape:
-        log_sigmas = np.log(sigmas)
-    return base.replace(
-        log_sigmas=jnp.asarray(log_sigmas, jnp.float32),
-        shift=jnp.asarray(_number(fn, ms, "shift", 1.0), jnp.float32),
-        multiplier=jnp.asarray(_number(fn, ms, "multiplier", 1000.0), jnp.float32),
-        sigma_data=jnp.asarray(_number(fn, ms, "sigma_data", 1.0), jnp.float32),
-        parameterisation=kind,
-    )
 
 
-def _latent_format_object(model, fn: str):
+def _latent_format_object(fn: str, model: Any) -> Any:
     if getattr(model, "scale_factor", None) is not None:
         return model
-    return comfy_model_object(model, "latent_format", fn)
+    return comfy_model_object(model, "latent_format", fn=fn)
 
 
 def latent_scale_factor(model) -> float:
@@ -224,7 +221,7 @@ def latent_scale_factor(model) -> float:
     **Returns:** a positive float (0.18215 for SD1.5, 0.13025 for SDXL, ...).
     """
     fn = "latent_scale_factor"
-    value = _number(fn, _latent_format_object(model, fn), "scale_factor", float("nan"))
+    value = _number(fn, _latent_format_object(fn, model), "scale_factor", float("nan"))
     if not value > 0:
         raise ValueError(f"{fn}: the latent format's scale_factor must be positive, got {value!r}")
     return value
@@ -251,9 +248,9 @@ def latent_format_from_comfy(model):
     import jax_unsampler as ju
 
     fn = "latent_format_from_comfy"
-    lf = _latent_format_object(model, fn)
+    lf = _latent_format_object(fn, model)
     mean, std = _floats(getattr(lf, "latents_mean", None)), _floats(getattr(lf, "latents_std", None))
-    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+    if (mean is None) != (std is None) or (mean is not None and std is not None and len(mean) != len(std)):
         raise ValueError(f"{fn}: {type(lf).__name__} has latents_mean and latents_std that do not match")
     bias = _floats(getattr(lf, "latent_rgb_factors_bias", None))
     return ju.LatentFormat(
