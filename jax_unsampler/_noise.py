@@ -10,26 +10,39 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from ._keys import canonical_key
+from ._latent_format import LatentFormat
+from ._names import COUPLINGS, NOISE_SCALINGS
 from ._validation import check_choice
 
-COUPLINGS = ("independent", "shared", "markov")
-"""How the noise of consecutive steps relates (see `noised_latents`)."""
+
+class _Statics(NamedTuple):
+    """The settings compiled into the kernels (static arguments of their jits)."""
+
+    coupling: str
+    scaling: str
+    latent_format: LatentFormat | None
+    out_dtype: Any  # the latent's dtype, the output's
 
 
-def _is_concrete(x) -> bool:
+def _is_concrete(x: object) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_latent(fn: str, latent) -> jax.Array:
+def check_latent(fn: str, latent: ArrayLike) -> jax.Array:
     """Shape and dtype checks always; the finiteness check only where the latent is concrete."""
-    if not hasattr(latent, "shape") or not hasattr(latent, "dtype"):
-        latent = jnp.asarray(latent)
+    if latent is None:
+        raise ValueError(
+            f"{fn}: latent is required: pass a (B, C, ...) array, e.g. jnp.zeros((1, 4, 64, 64))"
+        )
+    latent = latent if isinstance(latent, jax.Array) else jnp.asarray(latent)
     if latent.ndim < 2:
         raise ValueError(
             f"{fn}: latent must have a batch axis and at least one more (rank >= 2), "
@@ -44,9 +57,9 @@ def check_latent(fn: str, latent) -> jax.Array:
     return latent
 
 
-def check_sigmas(fn: str, sigmas) -> jax.Array:
-    if not hasattr(sigmas, "shape"):
-        sigmas = jnp.asarray(sigmas, jnp.float32)
+def check_sigmas(fn: str, sigmas: ArrayLike) -> jax.Array:
+    if not isinstance(sigmas, jax.Array):
+        sigmas = jnp.asarray(sigmas, None if hasattr(sigmas, "dtype") else jnp.float32)
     if sigmas.ndim != 1:
         raise ValueError(f"{fn}: sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
     if not jnp.issubdtype(sigmas.dtype, jnp.floating):
@@ -56,7 +69,9 @@ def check_sigmas(fn: str, sigmas) -> jax.Array:
     return sigmas
 
 
-def step_noise(key, step, item_ids, item_shape) -> jax.Array:
+def step_noise(
+    key: jax.Array, step: ArrayLike, item_ids: jax.Array, item_shape: tuple[int, ...]
+) -> jax.Array:
     """Standard normal noise of every item at one step: shape `(len(item_ids), *item_shape)`."""
     step_key = jax.random.fold_in(key, step)
 
@@ -66,12 +81,12 @@ def step_noise(key, step, item_ids, item_shape) -> jax.Array:
     return jax.vmap(one)(item_ids)
 
 
-def markov_start(batch: int, item_shape) -> tuple[jax.Array, jax.Array]:
+def markov_start(batch: int, item_shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     """The Markov chain's state before its first step: sigma 0, no accumulated noise."""
     return jnp.zeros((), jnp.float32), jnp.zeros((batch, *item_shape), jnp.float32)
 
 
-def markov_gaps(sigmas, prev_sigma):
+def markov_gaps(sigmas: jax.Array, prev_sigma: ArrayLike) -> jax.Array:
     """Per step, the noise scale that takes the previous level to this one: sqrt(s_i^2 - s_{i-1}^2)."""
     prev = jnp.concatenate([jnp.reshape(prev_sigma, (1,)), sigmas[:-1]])
     # (s - p)(s + p) rather than s*s - p*p: no multiply feeds an add, so XLA has no FMA to form
@@ -79,27 +94,33 @@ def markov_gaps(sigmas, prev_sigma):
     return jnp.sqrt(jnp.maximum((sigmas - prev) * (sigmas + prev), 0.0))
 
 
-NOISE_SCALINGS = ("eps", "const")
-"""ComfyUI's `noise_scaling` rules: `x + sigma*eps` (EPS, V, EDM, Cosmos) or
-`sigma*eps + (1 - sigma)*x` (CONST: rectified-flow models such as SD3, Flux, Wan)."""
-
-
-def apply_noise(x, scaled_noise, sigma, scaling: str):
+def apply_noise(x: jax.Array, scaled_noise: jax.Array, sigma: ArrayLike, scaling: str) -> jax.Array:
     """ComfyUI's `noise_scaling`, given `scaled_noise = sigma * eps`."""
     if scaling == "const":
         return scaled_noise + (1 - sigma) * x
     return x + scaled_noise
 
 
-def _to_model(x, latent_format):
+def _to_model(x: jax.Array, latent_format: LatentFormat | None) -> jax.Array:
     return x if latent_format is None else latent_format.process_in(x)
 
 
-def _from_model(z, latent_format):
+def _from_model(z: jax.Array, latent_format: LatentFormat | None) -> jax.Array:
     return z if latent_format is None else latent_format.process_out(z)
 
 
-def _local_scan(key, x, sigmas, gaps, step_ids, item_ids, offset, acc, statics, emit=True):
+def _local_scan(
+    key: jax.Array,
+    x: jax.Array,
+    sigmas: jax.Array,
+    gaps: jax.Array,
+    step_ids: jax.Array,
+    item_ids: jax.Array,
+    offset: jax.Array,
+    acc: jax.Array,
+    statics: _Statics,
+    emit: bool = True,
+) -> tuple[jax.Array, jax.Array]:
     """Scan over some steps; returns their `(steps, B, *item)` latents and the Markov sum.
 
     `acc` is the accumulated Markov noise before the first of these steps (unused by the other
@@ -140,7 +161,17 @@ def _local_scan(key, x, sigmas, gaps, step_ids, item_ids, offset, acc, statics, 
 
 
 @functools.partial(jax.jit, static_argnames=("statics",))
-def _noised_scan(key, x, sigmas, step_ids, item_ids, offset, carry, *, statics):
+def _noised_scan(
+    key: jax.Array,
+    x: jax.Array,
+    sigmas: jax.Array,
+    step_ids: jax.Array,
+    item_ids: jax.Array,
+    offset: jax.Array,
+    carry: tuple[jax.Array, jax.Array],
+    *,
+    statics: _Statics,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One device: the `(len(sigmas) * B, *item)` noised latents and the Markov state after them."""
     prev_sigma, acc = carry
     gaps = markov_gaps(sigmas, prev_sigma)
@@ -150,7 +181,17 @@ def _noised_scan(key, x, sigmas, step_ids, item_ids, offset, carry, *, statics):
 
 
 @functools.partial(jax.jit, static_argnames=("statics", "mesh", "first_step"))
-def _noised_sharded(key, x, sigmas, item_ids, offset, *, statics, mesh, first_step):
+def _noised_sharded(
+    key: jax.Array,
+    x: jax.Array,
+    sigmas: jax.Array,
+    item_ids: jax.Array,
+    offset: jax.Array,
+    *,
+    statics: _Statics,
+    mesh: jax.sharding.Mesh,
+    first_step: int,
+) -> jax.Array:
     """Steps spread over a one-axis mesh; the result is sharded along its leading axis.
 
     Each device runs `_local_scan` on a contiguous block of steps with the global step ids, so
@@ -164,7 +205,7 @@ def _noised_sharded(key, x, sigmas, item_ids, offset, *, statics, mesh, first_st
     per = max(-(-n // ndev), 2)  # a one-step scan is inlined and fused differently
     padded = jnp.concatenate([sigmas, jnp.broadcast_to(sigmas[-1:], (per * ndev - n,))])
     gaps = markov_gaps(padded, jnp.zeros((), jnp.float32))
-    coupling = statics[0]
+    coupling = statics.coupling
     spec = jax.sharding.PartitionSpec
     split = jax.sharding.NamedSharding(mesh, spec(axis))
     padded, gaps = (jax.lax.with_sharding_constraint(v, split) for v in (padded, gaps))
@@ -198,7 +239,9 @@ def _auto_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def _entry_mean(x0, eps0, sigma0, scaling, latent_format):
+def _entry_mean(
+    x0: jax.Array, eps0: jax.Array, sigma0: jax.Array, scaling: str, latent_format: LatentFormat | None
+) -> jax.Array:
     """Mean of one noised entry: the scalar `normalize` subtracts, for the batch's first entry.
 
     The first step draws the same noise in every coupling, so this needs no coupling.
@@ -208,14 +251,16 @@ def _entry_mean(x0, eps0, sigma0, scaling, latent_format):
 
 
 @functools.partial(jax.jit, static_argnames=("statics",))
-def _first_entry_mean(key, x, sigma0, step0, item0, *, statics):
+def _first_entry_mean(
+    key: jax.Array, x: jax.Array, sigma0: jax.Array, step0: jax.Array, item0: jax.Array, *, statics: _Statics
+) -> jax.Array:
     """`_entry_mean` of the first step's first item, its noise drawn from the key."""
-    _, scaling, latent_format, _ = statics
+    scaling, latent_format = statics.scaling, statics.latent_format
     eps = step_noise(key, step0, item0[None], x.shape[1:])[0]
     return _entry_mean(x[0], eps, sigma0, scaling, latent_format)
 
 
-def _item_ids(fn: str, batch_index, batch: int):
+def _item_ids(fn: str, batch_index: ArrayLike | None, batch: int) -> jax.Array:
     if batch_index is None:
         return jnp.arange(batch, dtype=jnp.uint32)
     ids = jnp.asarray(batch_index)
@@ -229,7 +274,7 @@ def _item_ids(fn: str, batch_index, batch: int):
     return ids.astype(jnp.uint32)
 
 
-def _check_mesh(fn: str, mesh) -> None:
+def _check_mesh(fn: str, mesh: object) -> None:
     if not isinstance(mesh, jax.sharding.Mesh):
         raise ValueError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if len(mesh.axis_names) != 1:
@@ -239,49 +284,83 @@ def _check_mesh(fn: str, mesh) -> None:
         )
 
 
-class _Plan:
-    """Validated, canonical arguments shared by `noised_latents` and its chunked variant."""
+class _Checked(NamedTuple):
+    """The arguments every public entry shares, validated and canonical."""
 
-    def __init__(self, fn, key, latent, sigmas, normalize, coupling, batch_index, step_offset,
-                 noise_scaling, latent_format):  # fmt: skip
+    latent: jax.Array  # as given (its dtype is the output's)
+    x: jax.Array  # the latent in float32
+    sigmas: jax.Array  # float32
+    normalize: bool
+    statics: _Statics
+
+
+def _check_common(
+    fn: str,
+    latent: ArrayLike,
+    sigmas: ArrayLike,
+    normalize: object,
+    coupling: object,
+    noise_scaling: object,
+    latent_format: object,
+) -> _Checked:
+    """The one validation path of `noised_latents`, its chunked variant and `..._from_noise`."""
+    latent = check_latent(fn, latent)
+    sigmas = check_sigmas(fn, sigmas)
+    coupling = check_choice(fn, "coupling", coupling, COUPLINGS)
+    scaling = check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
+    if coupling == "markov" and _is_concrete(sigmas) and bool(jnp.any(jnp.diff(sigmas) < 0)):
+        raise ValueError(f"{fn}: coupling='markov' needs ascending sigmas (least noise first)")
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
+    if latent_format is not None and not isinstance(latent_format, LatentFormat):
+        raise ValueError(
+            f"{fn}: latent_format must be a LatentFormat (e.g. preset(name).latent_format), "
+            f"got {type(latent_format).__name__}"
+        )
+    statics = _Statics(coupling, scaling, latent_format, latent.dtype)
+    return _Checked(latent, latent.astype(jnp.float32), sigmas.astype(jnp.float32), bool(normalize), statics)
+
+
+class _Plan:
+    """A checked `noised_latents` call: the shared arguments plus key, items and first step."""
+
+    def __init__(
+        self,
+        fn: str,
+        key: ArrayLike,
+        latent: ArrayLike,
+        sigmas: ArrayLike,
+        normalize: object,
+        coupling: object,
+        batch_index: ArrayLike | None,
+        step_offset: object,
+        noise_scaling: object,
+        latent_format: object,
+    ) -> None:
         self.key = canonical_key(fn, key)
-        self.latent = check_latent(fn, latent)
-        sigmas = check_sigmas(fn, sigmas)
-        check_choice(fn, "coupling", coupling, COUPLINGS)
-        check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
-        if coupling == "markov" and _is_concrete(sigmas) and bool(jnp.any(jnp.diff(sigmas) < 0)):
-            raise ValueError(f"{fn}: coupling='markov' needs ascending sigmas (least noise first)")
-        if not isinstance(normalize, (bool, np.bool_)):
-            raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
+        checked = _check_common(fn, latent, sigmas, normalize, coupling, noise_scaling, latent_format)
         if isinstance(step_offset, bool) or not isinstance(step_offset, (int, np.integer)) or step_offset < 0:
             raise ValueError(f"{fn}: step_offset must be a non-negative int, got {step_offset!r}")
-        if latent_format is not None and not hasattr(latent_format, "process_in"):
-            raise ValueError(
-                f"{fn}: latent_format must be a LatentFormat (e.g. preset(name).latent_format), "
-                f"got {type(latent_format).__name__}"
-            )
-        self.sigmas = sigmas.astype(jnp.float32)
+        self.latent, self.x, self.sigmas, self.normalize, self.statics = checked
         self.item_ids = _item_ids(fn, batch_index, self.latent.shape[0])
         self.step_offset = int(step_offset)
-        self.normalize = bool(normalize)
-        self.coupling = coupling
-        self.statics = (coupling, noise_scaling, latent_format, self.latent.dtype)
-        self.x = self.latent.astype(jnp.float32)
 
     @property
-    def item_shape(self):
-        return self.latent.shape[1:]
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(self.latent.shape[1:])
 
-    def offset(self):
+    def offset(self) -> jax.Array:
         if not self.normalize or self.sigmas.shape[0] == 0:
             return jnp.zeros((), jnp.float32)
         step0, item0 = jnp.uint32(self.step_offset), self.item_ids[0]
         return _first_entry_mean(self.key, self.x, self.sigmas[0], step0, item0, statics=self.statics)
 
-    def start(self):
+    def start(self) -> tuple[jax.Array, jax.Array]:
         return markov_start(self.latent.shape[0], self.item_shape)
 
-    def run(self, sigmas, first_step, offset, carry):
+    def run(
+        self, sigmas: jax.Array, first_step: int, offset: jax.Array, carry: tuple[jax.Array, jax.Array]
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         n = sigmas.shape[0]
         if n == 1:  # see _local_scan: never a one-step scan; the repeated sigma adds no noise
             sigmas = jnp.concatenate([sigmas, sigmas])
@@ -291,14 +370,33 @@ class _Plan:
         )
         return (z if sigmas.shape[0] == n else z[: n * self.latent.shape[0]]), carry
 
-    def run_sharded(self, mesh):
+    def run_sharded(self, mesh: jax.sharding.Mesh) -> jax.Array:
         return _noised_sharded(
             self.key, self.x, self.sigmas, self.item_ids, self.offset(),
             statics=self.statics, mesh=_auto_mesh(mesh), first_step=self.step_offset,
         )  # fmt: skip
 
 
-_NOISE_DOC_ARGS = """
+def noised_latents(
+    key: ArrayLike,
+    latent: ArrayLike,
+    sigmas: ArrayLike,
+    *,
+    normalize: bool = False,
+    coupling: str = "independent",
+    batch_index: ArrayLike | None = None,
+    step_offset: int = 0,
+    noise_scaling: str = "eps",
+    latent_format: LatentFormat | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> jax.Array:
+    """The node's noised batch for a latent of any batch size and rank.
+
+    `z[i*B + b] = x[b] + sigmas[i] * eps[i, b]`, step-major, each `eps` standard normal with
+    `x[b]`'s shape, drawn from `fold_in(fold_in(key, step_offset + i), batch_index[b])`.
+
+    **Arguments:**
+
     - `key`: a PRNG key (`jax.random.key(seed)`, or a legacy `jax.random.PRNGKey(seed)`).
     - `latent`: `(B, ...)`, rank 2 or more (4-D images, 5-D video, 3-D audio); float32, float16
       or bfloat16 (half precision is computed in float32 and rounded once).
@@ -316,71 +414,59 @@ _NOISE_DOC_ARGS = """
       (`sigma*eps + (1 - sigma)*x`, rectified-flow models).
     - `latent_format`: a `LatentFormat`; when given, the noise is applied in the model's space
       (`process_out(noise_scaling(process_in(x)))`), as ComfyUI feeds the model.
-"""
-
-_MESH_DOC = """    - `mesh`: a one-axis `jax.sharding.Mesh`: the steps are spread over its devices in
+    - `mesh`: a one-axis `jax.sharding.Mesh`: the steps are spread over its devices in
       contiguous blocks and the result is a global array sharded along the batch axis, with the
       same bits as on one device. With `coupling="markov"` the running sum is passed from
       device to device, so each device generates its noise `ndev` times (exact, not faster).
-"""
 
-
-def noised_latents(
-    key,
-    latent,
-    sigmas,
-    *,
-    normalize: bool = False,
-    coupling: str = "independent",
-    batch_index=None,
-    step_offset: int = 0,
-    noise_scaling: str = "eps",
-    latent_format=None,
-    mesh=None,
-):
-    plan = _Plan("noised_latents", key, latent, sigmas, normalize, coupling, batch_index, step_offset,
-                 noise_scaling, latent_format)  # fmt: skip
+    **Returns:** an array of shape `(len(sigmas) * B, *latent.shape[1:])` and the latent's dtype.
+    """
+    fn = "noised_latents"
+    plan = _Plan(
+        fn, key, latent, sigmas, normalize, coupling, batch_index, step_offset, noise_scaling, latent_format
+    )
     if plan.sigmas.shape[0] == 0:
         return jnp.zeros((0, *plan.item_shape), plan.latent.dtype)
     if mesh is not None:
-        _check_mesh("noised_latents", mesh)
+        _check_mesh(fn, mesh)
         return plan.run_sharded(mesh)
     return plan.run(plan.sigmas, plan.step_offset, plan.offset(), plan.start())[0]
 
 
-noised_latents.__doc__ = (
-    """The node's noised batch for a latent of any batch size and rank.
-
-    `z[i*B + b] = x[b] + sigmas[i] * eps[i, b]`, step-major, each `eps` standard normal with
-    `x[b]`'s shape, drawn from `fold_in(fold_in(key, step_offset + i), batch_index[b])`.
-
-    **Arguments:**
-"""
-    + _NOISE_DOC_ARGS
-    + _MESH_DOC
-    + """
-    **Returns:** an array of shape `(len(sigmas) * B, *latent.shape[1:])` and the latent's dtype.
-    """
-)
-
-
 def noised_latents_chunks(
-    key,
-    latent,
-    sigmas,
+    key: ArrayLike,
+    latent: ArrayLike,
+    sigmas: ArrayLike,
     *,
     chunk_steps: int,
     normalize: bool = False,
     coupling: str = "independent",
-    batch_index=None,
+    batch_index: ArrayLike | None = None,
     step_offset: int = 0,
     noise_scaling: str = "eps",
-    latent_format=None,
+    latent_format: LatentFormat | None = None,
 ) -> Iterator[jax.Array]:
-    plan = _Plan("noised_latents_chunks", key, latent, sigmas, normalize, coupling, batch_index,
-                 step_offset, noise_scaling, latent_format)  # fmt: skip
+    """`noised_latents` in pieces of `chunk_steps` steps, for batches larger than memory.
+
+    Yields arrays of `chunk_steps * B` entries (the last may be shorter); concatenated they
+    equal `noised_latents` with the same arguments, bit for bit. Only one chunk is alive at a
+    time if the caller drops each after use. Every argument is checked when the function is
+    called, before the first chunk is asked for.
+
+    **Arguments:**
+
+    - `chunk_steps`: steps per chunk (positive).
+    - `key`, `latent`, `sigmas`, `normalize`, `coupling`, `batch_index`, `step_offset`,
+      `noise_scaling`, `latent_format`: as for `noised_latents`.
+
+    **Returns:** an iterator over the chunks, in step order.
+    """
+    fn = "noised_latents_chunks"
+    plan = _Plan(
+        fn, key, latent, sigmas, normalize, coupling, batch_index, step_offset, noise_scaling, latent_format
+    )
     if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
-        raise ValueError(f"noised_latents_chunks: chunk_steps must be a positive int, got {chunk_steps!r}")
+        raise ValueError(f"{fn}: chunk_steps must be a positive int, got {chunk_steps!r}")
     return _chunks(plan, int(chunk_steps))
 
 
@@ -396,24 +482,12 @@ def _chunks(plan: _Plan, chunk: int) -> Iterator[jax.Array]:
         yield z if real == chunk or n <= chunk else z[: real * batch]
 
 
-noised_latents_chunks.__doc__ = (
-    """`noised_latents` in pieces of `chunk_steps` steps, for batches larger than memory.
-
-    Yields arrays of `chunk_steps * B` entries (the last may be shorter); concatenated they
-    equal `noised_latents` with the same arguments, bit for bit. Only one chunk is alive at a
-    time if the caller drops each after use.
-
-    **Arguments:**
-
-    - `chunk_steps`: steps per chunk (positive).
-"""
-    + _NOISE_DOC_ARGS
-)
-
-
-@functools.partial(jax.jit, static_argnames=("coupling", "scaling", "latent_format", "normalize"))
-def _from_noise(latent, sigmas, noise, *, coupling, scaling, latent_format, normalize):
+@functools.partial(jax.jit, static_argnames=("statics", "normalize"))
+def _from_noise(
+    latent: jax.Array, sigmas: jax.Array, noise: jax.Array, *, statics: _Statics, normalize: bool
+) -> jax.Array:
     """The batch from given noise in one pass: reshapes, casts and `normalize` happen inside."""
+    coupling, scaling, latent_format, out_dtype = statics
     x = latent.astype(jnp.float32)
     n, batch, item = sigmas.shape[0], x.shape[0], x.shape[1:]
     noise = noise.reshape((n, batch, *item))
@@ -425,7 +499,7 @@ def _from_noise(latent, sigmas, noise, *, coupling, scaling, latent_format, norm
 
     def finish(x_model, scaled, sigma):
         z = _from_model(apply_noise(x_model, scaled, sigma, scaling), latent_format) - offset
-        return z.astype(latent.dtype)
+        return z.astype(out_dtype)
 
     if coupling != "markov":  # one fused elementwise pass over the whole batch, no loop
         eps = jnp.broadcast_to(noise[:1], noise.shape) if coupling == "shared" else noise
@@ -444,41 +518,41 @@ def _from_noise(latent, sigmas, noise, *, coupling, scaling, latent_format, norm
 
 
 def noised_latents_from_noise(
-    latent,
-    sigmas,
-    noise,
+    latent: ArrayLike,
+    sigmas: ArrayLike,
+    noise: ArrayLike,
     *,
     normalize: bool = False,
     coupling: str = "independent",
     noise_scaling: str = "eps",
-    latent_format=None,
-):
+    latent_format: LatentFormat | None = None,
+) -> jax.Array:
     """`noised_latents` with the standard normal noise given instead of drawn.
 
     For noise from another framework, e.g. torch's generator (what `torch_bridge` does to match
     the original node bit for bit): `noise[i*B + b]` is the noise of step `i`, item `b`, as in
     the node's `torch.randn((n*B, ...))`. With `coupling="shared"` only the first step's noise
     is used; with `"markov"` each step's noise is the innovation added to the previous one.
+    The arguments are checked as `noised_latents` checks them.
 
-    **Arguments:** `latent`, `sigmas`, `normalize`, `coupling`, `noise_scaling` and
-    `latent_format` as for `noised_latents`; `noise` of shape `(len(sigmas) * B, *latent.shape[1:])`.
+    **Arguments:**
+
+    - `latent`, `sigmas`, `normalize`, `coupling`, `noise_scaling`, `latent_format`: as for
+      `noised_latents`.
+    - `noise`: shape `(len(sigmas) * B, *latent.shape[1:])`, any floating dtype.
 
     **Returns:** the `(len(sigmas) * B, ...)` batch in the latent's dtype.
     """
     fn = "noised_latents_from_noise"
-    latent = check_latent(fn, latent)
-    sigmas = check_sigmas(fn, sigmas)
-    check_choice(fn, "coupling", coupling, COUPLINGS)
-    check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
-    n, batch, item = sigmas.shape[0], latent.shape[0], latent.shape[1:]
+    checked = _check_common(fn, latent, sigmas, normalize, coupling, noise_scaling, latent_format)
+    n, batch, item = checked.sigmas.shape[0], checked.latent.shape[0], checked.latent.shape[1:]
     noise = jnp.asarray(noise)
     if noise.shape != (n * batch, *item):
         raise ValueError(
             f"{fn}: noise must have shape {(n * batch, *item)} (len(sigmas) * B entries), got {noise.shape}"
         )
     if n == 0:
-        return jnp.zeros((0, *item), latent.dtype)
+        return jnp.zeros((0, *item), checked.latent.dtype)
     return _from_noise(
-        latent, sigmas.astype(jnp.float32), noise,
-        coupling=coupling, scaling=noise_scaling, latent_format=latent_format, normalize=bool(normalize),
-    )  # fmt: skip
+        checked.latent, checked.sigmas, noise, statics=checked.statics, normalize=checked.normalize
+    )
