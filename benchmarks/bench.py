@@ -132,7 +132,7 @@ def _streaming() -> dict:
         argv = ["unsample", str(src), "--out", str(out), "--model", "sdxl", "--steps", "10000"]
         # A child that reports its own peak RSS (RUSAGE_CHILDREN would include earlier children).
         code = (
-            "import json, resource, sys; from jax_unsampler._cli import main; "
+            "import json, resource, sys; from jax_unsampler.app import main; "
             f"code = main({argv!r}); "
             "print(json.dumps(dict(code=code, peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))"
         )

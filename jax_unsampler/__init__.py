@@ -2,35 +2,96 @@
 
 A latent noised step by step along a diffusion model's own sigma schedule, with the sigmas of
 ComfyUI's KSampler and the BatchUnsampler node, and noise keyed by explicit PRNG keys.
+
+Importing the package is cheap: every public name is loaded from its module on first use
+(PEP 562), so the name tables (`SAMPLERS`, `SCHEDULERS`, ...) come without JAX, and JAX loads
+with the first function. `.latent` files live in `jax_unsampler.latent_file`, the command in
+`jax_unsampler.app`; neither is imported here.
 """
 
-from ._keys import SEED_MAX as SEED_MAX
-from ._keys import key_from_seed as key_from_seed
-from ._ksampler import DISCARD_PENULTIMATE_SAMPLERS as DISCARD_PENULTIMATE_SAMPLERS
-from ._ksampler import SAMPLERS as SAMPLERS
-from ._ksampler import ksampler_sigmas as ksampler_sigmas
-from ._latent_file import load_latent as load_latent
-from ._latent_file import save_latent as save_latent
-from ._latent_format import LatentFormat as LatentFormat
-from ._model_sampling import BETA_SCHEDULES as BETA_SCHEDULES
-from ._model_sampling import MODEL_TYPES as MODEL_TYPES
-from ._model_sampling import ModelSampling as ModelSampling
-from ._model_sampling import model_sampling as model_sampling
-from ._model_sampling import model_sampling_from_table as model_sampling_from_table
-from ._model_sampling import noise_scaling_of as noise_scaling_of
-from ._node import unsampler_sigmas as unsampler_sigmas
-from ._noise import COUPLINGS as COUPLINGS
-from ._noise import NOISE_SCALINGS as NOISE_SCALINGS
-from ._noise import noised_latents as noised_latents
-from ._noise import noised_latents_chunks as noised_latents_chunks
-from ._noise import noised_latents_from_noise as noised_latents_from_noise
-from ._presets import Preset as Preset
-from ._presets import preset as preset
-from ._presets import presets as presets
-from ._schedulers import SCHEDULERS as SCHEDULERS
-from ._schedulers import calculate_sigmas as calculate_sigmas
-from ._unsample import MODES as MODES
-from ._unsample import batch_unsample as batch_unsample
-from ._validation import MAX_STEPS as MAX_STEPS
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__ as __version__
+
+# Public name -> the module that defines it. The TYPE_CHECKING imports below say the same for
+# type checkers and editors (tests/test_package.py keeps the two equal).
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "BETA_SCHEDULES",
+            "COUPLINGS",
+            "DISCARD_PENULTIMATE_SAMPLERS",
+            "MAX_STEPS",
+            "MODEL_TYPES",
+            "MODES",
+            "NOISE_SCALINGS",
+            "PARAMETERISATIONS",
+            "SAMPLERS",
+            "SCHEDULERS",
+            "SEED_MAX",
+        ),
+        "_names",
+    ),  # fmt: skip
+    "key_from_seed": "_keys",
+    "ksampler_sigmas": "_ksampler",
+    "LatentFormat": "_latent_format",
+    **dict.fromkeys(
+        ("ModelSampling", "model_sampling", "model_sampling_from_table", "noise_scaling_of"),
+        "_model_sampling",
+    ),
+    "unsampler_sigmas": "_node",
+    **dict.fromkeys(("noised_latents", "noised_latents_chunks", "noised_latents_from_noise"), "_noise"),
+    **dict.fromkeys(("Preset", "preset", "presets"), "_presets"),
+    "calculate_sigmas": "_schedulers",
+    "batch_unsample": "_unsample",
+    **dict.fromkeys(("load_latent", "save_latent"), "latent_file"),
+}
+
+if TYPE_CHECKING:
+    from ._keys import key_from_seed as key_from_seed
+    from ._ksampler import ksampler_sigmas as ksampler_sigmas
+    from ._latent_format import LatentFormat as LatentFormat
+    from ._model_sampling import ModelSampling as ModelSampling
+    from ._model_sampling import model_sampling as model_sampling
+    from ._model_sampling import model_sampling_from_table as model_sampling_from_table
+    from ._model_sampling import noise_scaling_of as noise_scaling_of
+    from ._names import BETA_SCHEDULES as BETA_SCHEDULES
+    from ._names import COUPLINGS as COUPLINGS
+    from ._names import DISCARD_PENULTIMATE_SAMPLERS as DISCARD_PENULTIMATE_SAMPLERS
+    from ._names import MAX_STEPS as MAX_STEPS
+    from ._names import MODEL_TYPES as MODEL_TYPES
+    from ._names import MODES as MODES
+    from ._names import NOISE_SCALINGS as NOISE_SCALINGS
+    from ._names import PARAMETERISATIONS as PARAMETERISATIONS
+    from ._names import SAMPLERS as SAMPLERS
+    from ._names import SCHEDULERS as SCHEDULERS
+    from ._names import SEED_MAX as SEED_MAX
+    from ._node import unsampler_sigmas as unsampler_sigmas
+    from ._noise import noised_latents as noised_latents
+    from ._noise import noised_latents_chunks as noised_latents_chunks
+    from ._noise import noised_latents_from_noise as noised_latents_from_noise
+    from ._presets import Preset as Preset
+    from ._presets import preset as preset
+    from ._presets import presets as presets
+    from ._schedulers import calculate_sigmas as calculate_sigmas
+    from ._unsample import batch_unsample as batch_unsample
+    from .latent_file import load_latent as load_latent
+    from .latent_file import save_latent as save_latent
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,5 +1,5 @@
 """`python -m jax_unsampler`: the `jax-unsampler` command."""
 
-from ._cli import main
+from .app._cli import main
 
 raise SystemExit(main())

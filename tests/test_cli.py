@@ -15,11 +15,11 @@ from PIL import Image
 from safetensors import safe_open
 
 import jax_unsampler as ju
-from jax_unsampler import _cli
-from jax_unsampler._cli import main
-from jax_unsampler._demo import demo_latent, demo_picture
-from jax_unsampler._progress import Progress
 from jax_unsampler._unsample import mode_noise_options
+from jax_unsampler.app import _cli
+from jax_unsampler.app._cli import main
+from jax_unsampler.app._demo import demo_latent, demo_picture
+from jax_unsampler.app._progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = {"latent_format_version_0": np.zeros((0,), np.float32)}
@@ -194,9 +194,9 @@ def _bad_inputs(d: Path):
                       "linear_quadratic, kl_optimal"),
         "sampler": (["--sampler", "eulr"], "unknown sampler 'eulr' (did you mean 'euler'?); valid choices: "
                     "euler, euler_cfg_pp, "),
-        "negative steps": (["--steps", "-1"], "--steps: steps must be in [0, 10000], got -1"),
+        "negative steps": (["--steps", "-1"], "--steps: steps must be an integer in [0, 10000], got -1"),
         "model": (["--model", "sd16"], "unknown model 'sd16' (did you mean 'sd15'?); valid choices: sd15, "),
-        "seed": (["--seed", "-3"], "--seed: seed must be in [0, 18446744073709551615], got -3"),
+        "seed": (["--seed", "-3"], "--seed: seed must be an integer in [0, 18446744073709551615], got -3"),
         "channels": ([d / "wrong.npy"], "does not fit --model sd15, whose latents are (B, 4, H, W)"),
         "no picture": (["--model", "stable-audio"], "stable-audio has no RGB preview factors"),
         "out dir": (["--out", d / "no" / "x.latent"], "--out: directory"),
@@ -332,7 +332,7 @@ def test_as_a_process(tmp_path):
 
 def test_command_never_imports_torch(tmp_path):
     code = (
-        "import sys; from jax_unsampler._cli import main; "
+        "import sys; from jax_unsampler.app import main; "
         "code = main(['unsample', '--steps', '2', '--out', 'o.latent', '--preview', 'p.png', "
         "'--stats', 's.png']); "
         "print(code, 'torch' in sys.modules)"

@@ -10,7 +10,7 @@ import safetensors.numpy as stn
 from safetensors import safe_open
 
 import jax_unsampler as ju
-from jax_unsampler._latent_file import LEGACY_SCALE, LatentWriter, atomic_path
+from jax_unsampler.latent_file import LEGACY_SCALE, LatentWriter, atomic_path
 
 MARKER = {"latent_format_version_0": np.zeros((0,), np.float32)}
 

@@ -1,33 +1,119 @@
-"""Package hygiene: the public surface, no torch in the core, typed."""
+"""Package hygiene: the public surface, lazy imports, no torch in the core, typed, one version."""
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import jax_unsampler as ju
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `code`."""
+    probe = f"{code}\nimport sys; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    return set(out.stdout.split())
+
+
+def _top_level(modules: set[str]) -> set[str]:
+    return {name.partition(".")[0] for name in modules}
 
 
 def test_core_never_imports_torch():
-    code = "import sys, jax_unsampler as ju; ju.preset('sd15').model_sampling; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    # The core, the command and the name tables the node reads: none of them may load torch.
+    code = (
+        "import jax_unsampler as ju, jax_unsampler.app, jax_unsampler.latent_file;"
+        "ju.preset('sd15').model_sampling; ju.SAMPLERS"
+    )
+    assert "torch" not in _top_level(_modules_after(code))
+
+
+@pytest.mark.parametrize(
+    "code, absent",
+    [
+        (
+            "import jax_unsampler",
+            {"jax", "jaxlib", "safetensors", "matplotlib", "PIL", "scipy", "flax", "numpy"},
+        ),
+        ("import jax_unsampler as ju; ju.SAMPLERS; ju.SCHEDULERS; ju.MAX_STEPS", {"jax", "numpy"}),
+        ("import jax_unsampler as ju; ju.noised_latents", {"safetensors", "matplotlib", "PIL"}),
+        ("import jax_unsampler.latent_file", {"jax", "matplotlib", "PIL"}),
+    ],
+)
+def test_imports_are_lazy(code, absent):
+    loaded = _top_level(_modules_after(code))
+    assert not loaded & absent, sorted(loaded & absent)
+
+
+def test_importtime_shows_no_app_library():
+    # The issue's own check: `python -X importtime -c "import jax_unsampler"`.
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import jax_unsampler"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    imported = {line.rsplit("|", 1)[-1].strip().partition(".")[0] for line in out.stderr.splitlines()}
+    assert "jax_unsampler" in imported
+    assert not imported & {"safetensors", "matplotlib", "PIL", "scipy", "jax"}
+
+
+def _type_checking_names() -> dict[str, str]:
+    """`name -> module` of the `if TYPE_CHECKING:` imports of the package's `__init__.py`."""
+    tree = ast.parse(pathlib.Path(ju.__file__).read_text())
+    (block,) = [
+        node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    names = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names:
+            assert alias.asname == alias.name  # `name as name`: an explicit re-export
+            names[alias.name] = node.module
+    return names
+
+
+def test_lazy_table_and_type_checking_imports_agree():
+    assert _type_checking_names() == ju._EXPORTS
+
+
+@pytest.mark.parametrize("name", sorted(ju._EXPORTS))
+def test_every_public_name_resolves_from_its_module(name):
+    import importlib
+
+    module = importlib.import_module(f"jax_unsampler.{ju._EXPORTS[name]}")
+    assert getattr(ju, name) is getattr(module, name)
+    assert name in dir(ju)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'noised_latent'"):
+        ju.noised_latent  # noqa: B018
+
+
+def test_star_import_gives_the_public_names():
+    namespace: dict = {}
+    exec("from jax_unsampler import *", namespace)
+    assert set(ju.__all__) <= set(namespace)
 
 
 def test_init_only_reexports():
-    source = pathlib.Path(ju.__file__).read_text()
-    body = [
-        line
-        for line in source.splitlines()
-        if line.strip() and not line.startswith(("from ", "#", '"""', "__version__")) and "  " not in line[:2]
-    ]
-    assert all(not line.startswith(("def ", "class ")) for line in body)
-    for name in (
-        "SCHEDULERS", "SAMPLERS", "DISCARD_PENULTIMATE_SAMPLERS", "model_sampling", "preset", "presets",
-        "calculate_sigmas", "ksampler_sigmas", "unsampler_sigmas", "noised_latents", "batch_unsample",
-    ):  # fmt: skip
-        assert hasattr(ju, name), name
+    tree = ast.parse(pathlib.Path(ju.__file__).read_text())
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert defined == {"__getattr__", "__dir__"}  # PEP 562's hooks, nothing else
+
+
+def test_one_version_source():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    from importlib.metadata import version
+
+    assert version("jax-unsampler") == ju.__version__
 
 
 def test_py_typed_marker_is_shipped():

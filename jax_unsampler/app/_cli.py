@@ -16,28 +16,26 @@ import json
 import math
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .._keys import key_from_seed
+from .._names import COUPLINGS, MAX_STEPS, MODES, SAMPLERS, SCHEDULERS, SEED_MAX
+from .._node import unsampler_sigmas
+from .._noise import noised_latents_chunks
+from .._presets import Preset, preset, presets
+from .._unsample import mode_noise_options
+from .._validation import check_choice, check_int
+from .._version import __version__
+from ..latent_file import SUFFIXES, LatentWriter, atomic_path, load_latent
 from ._demo import demo_latent
-from ._keys import SEED_MAX, key_from_seed
-from ._ksampler import SAMPLERS
-from ._latent_file import SUFFIXES, LatentWriter, atomic_path, load_latent
-from ._node import unsampler_sigmas
-from ._noise import COUPLINGS, noised_latents_chunks
-from ._presets import Preset, preset, presets
 from ._progress import Progress
-from ._schedulers import SCHEDULERS
-from ._unsample import MODES, mode_noise_options
-from ._validation import MAX_STEPS, check_choice, check_int
 
 PROG = "jax-unsampler"
 
 CHUNK_BYTES = 64 * 2**20
 """The most bytes of the batch computed and held at once; larger runs stream in chunks."""
-
-"""Seeds are 64-bit, as ComfyUI's."""
 
 _SPATIAL_AXES = {1: "L", 2: "H, W", 3: "T, H, W"}
 
@@ -157,7 +155,7 @@ def run_sigmas(args: argparse.Namespace) -> int:
         return 0
     scale = family.latent_scale_factor if args.mode == "node" else 1.0
     model_sigmas = sigmas * np.float32(scale)
-    timesteps = np.asarray(family.model_sampling.timestep(model_sigmas)) if len(sigmas) else []
+    timesteps = np.asarray(family.model_sampling.timestep(model_sigmas)) if len(sigmas) else np.zeros(0)
     divided = f", divided by the latent scale factor {scale:g}" if args.mode == "node" else ""
     print(f"# {family.name} {args.sampler}/{args.scheduler}, {args.steps} steps, start {args.start}, "
           f"end {args.end}, mode {args.mode}: {len(sigmas)} sigmas, least noise first{divided}")  # fmt: skip
@@ -266,8 +264,8 @@ def _stream(args, family: Preset, latent: np.ndarray, sigmas: np.ndarray, key, m
                 **options,
             )  # fmt: skip
             try:
-                for i, part in enumerate(parts):
-                    part = np.asarray(part)
+                for i, chunk_array in enumerate(parts):
+                    part = np.asarray(chunk_array)
                     writer.write(part)
                     for collector in collectors.values():
                         collector.add(i * chunk, part)
@@ -285,7 +283,7 @@ def _stream(args, family: Preset, latent: np.ndarray, sigmas: np.ndarray, key, m
 
 def _collectors(args, latent: np.ndarray, sigmas: np.ndarray, options: dict) -> dict:
     """The preview and statistics collectors that were asked for (imported only then)."""
-    collectors = {}
+    collectors: dict[str, Any] = {}
     if args.preview:
         from ._preview import PreviewCollector
 

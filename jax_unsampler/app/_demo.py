@@ -12,7 +12,7 @@ from importlib import resources
 
 import numpy as np
 
-from ._presets import Preset
+from .._presets import Preset
 
 
 def demo_picture() -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure  # a bare Figure draws with Agg, without touching pyplot's state
 from scipy import stats
 
-from ._noise import noised_latents_from_noise
+from .._noise import noised_latents_from_noise
 
 KS_SAMPLE = 8192
 """Entries per step the normality measure looks at (evenly strided), to keep long runs quick."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._latent_format import LatentFormat
+from .._latent_format import LatentFormat
 
 MIN_FRAME_PX = 128
 """Frames are enlarged (nearest neighbour) by a whole factor to at least this many pixels."""
@@ -92,6 +92,6 @@ def _grid(rows: list[list[tuple[np.ndarray, str]]]) -> Image.Image:
         for c, (rgb, label) in enumerate(row):
             frame = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
             x0, y0 = _GAP_PX + c * cell_w, _GAP_PX + r * cell_h
-            sheet.paste(frame.resize((w * zoom, h * zoom), Image.NEAREST), (x0, y0 + _LABEL_PX))
+            sheet.paste(frame.resize((w * zoom, h * zoom), Image.Resampling.NEAREST), (x0, y0 + _LABEL_PX))
             draw.text((x0 + 1, y0 + 1), label, fill=(230, 230, 230), font=font)
     return sheet
