@@ -1,15 +1,22 @@
-"""Shared fixtures: the golden numbers ComfyUI itself computed (see data/README.md)."""
+"""Shared fixtures and helpers: the golden numbers ComfyUI itself computed (see data/README.md),
+and ComfyUI itself where `COMFYUI_PATH` names a checkout."""
 
 from __future__ import annotations
 
 import collections
 import functools
 import gzip
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import json
+import os
 import pathlib
+import sys
+import types
 
 import numpy as np
+import pytest
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -24,6 +31,14 @@ def pytest_report_header(config):
     if not HAS_TORCH:
         return "torch is not installed: the torch_bridge tests are not collected (pip install -e '.[torch]')"
     return None
+
+
+def run_node(cls, *args, **kwargs):
+    """Run a V1 node class as ComfyUI does, every input by name: positional `args` are named in
+    INPUT_TYPES order (required, then optional). Returns the node's output tuple."""
+    spec = cls.INPUT_TYPES()
+    names = [*spec["required"], *spec.get("optional", {})]
+    return getattr(cls(), cls.FUNCTION)(**dict(zip(names, args, strict=False)), **kwargs)
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,3 +73,113 @@ def assert_sigmas_close(got, expected, sigma_max, context=""):
         f"{context}: {bad.sum()} sigmas off, first at {np.argmax(bad)}: "
         f"{got[bad][:3]} vs golden {expected[bad][:3]}"
     )
+
+
+# ComfyUI, where COMFYUI_PATH names a checkout (the tests that need it are skipped otherwise).
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+needs_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
+
+
+class StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes any import of the named top-level modules (and their submodules) succeed with an
+    empty module whose attributes are dummies: for ComfyUI's start-up imports (torchvision, av)
+    that may not load beside a CPU-only torch and that model sampling never uses."""
+
+    def __init__(self, *names: str):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__version__ = "0.0.0+stand-in"
+
+        def missing(attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return type(
+                attr, (), {"__init__": lambda self, *a, **k: None, "__call__": lambda self, *a, **k: a}
+            )
+
+        module.__getattr__ = missing
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def stand_in_if_broken(*names: str) -> None:
+    """Import each module; where one fails, drop what it left and stand it in (`StandIns`)."""
+    broken = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            for loaded in [n for n in sys.modules if n.partition(".")[0] == name]:
+                del sys.modules[loaded]
+            broken.append(name)
+    if broken:
+        sys.meta_path.insert(0, StandIns(*broken))
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI's modules that model sampling needs, imported from COMFYUI_PATH on the CPU."""
+    root = str(pathlib.Path(COMFYUI_PATH).expanduser().resolve())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    stand_in_if_broken("torchvision")
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # before model_management looks for a GPU
+    import comfy.latent_formats
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.model_sampling
+    import comfy.samplers
+
+    return types.SimpleNamespace(
+        latent_formats=comfy.latent_formats,
+        model_patcher=comfy.model_patcher,
+        model_sampling=comfy.model_sampling,
+        samplers=comfy.samplers,
+        model_management=comfy.model_management,
+    )
+
+
+# Families for ComfyUI patchers: (sampling class, prediction mixin, settings, latent format class).
+COMFY_FAMILIES = {
+    "sd15": ("ModelSamplingDiscrete", "EPS", {}, "SD15"),
+    "sd3": ("ModelSamplingDiscreteFlow", "CONST", {"shift": 3.0}, "SD3"),
+    "wan21": ("ModelSamplingDiscreteFlow", "CONST", {"shift": 8.0}, "Wan21"),
+    "flux-dev": ("ModelSamplingFlux", "CONST", {}, "Flux"),
+    "stable-cascade-c": ("StableCascadeSampling", "EPS", {"shift": 2.0}, "SC_Prior"),
+    "sdxl": ("ModelSamplingDiscrete", "EPS", {}, "SDXL"),
+}
+
+
+def comfy_sampling(comfy, sampling_class: str, mixin: str, settings: dict):
+    """A model sampling object composed as ComfyUI's model_base composes one."""
+    bases = (getattr(comfy.model_sampling, sampling_class), getattr(comfy.model_sampling, mixin))
+    config = types.SimpleNamespace(sampling_settings=settings)
+    return type("ModelSampling", bases, {})(config)
+
+
+def comfy_patcher(comfy, family: str, old_style: bool = False):
+    """A ComfyUI ModelPatcher (or, `old_style`, a pre-`get_model_object` one) around a tiny torch
+    module carrying a family's model sampling and latent format: no weights, no GPU."""
+    import torch
+
+    sampling_class, mixin, settings, latent_format = COMFY_FAMILIES[family]
+    tiny = torch.nn.Module()
+    tiny.model_sampling = comfy_sampling(comfy, sampling_class, mixin, settings)
+    tiny.latent_format = getattr(comfy.latent_formats, latent_format)()
+    tiny.proj = torch.nn.Linear(2, 2)
+    if old_style:
+        return types.SimpleNamespace(model=tiny)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(tiny, load_device=cpu, offload_device=cpu)

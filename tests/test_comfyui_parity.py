@@ -16,14 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import assert_sigmas_close, golden_sigmas
-from test_torch_bridge_comfyui import COMFYUI_PATH, comfy  # noqa: F401  (the fixture)
+from conftest import assert_sigmas_close, golden_sigmas, needs_comfyui
 
 import jax_unsampler as ju
 
 FAMILIES = golden_sigmas()["families"]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
+pytestmark = needs_comfyui
 
 CONFIGS = [
     ("EPS", {"zsnr": True}),

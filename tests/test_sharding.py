@@ -19,6 +19,8 @@ import pytest
 
 import jax_unsampler as ju
 
+pytestmark = pytest.mark.slow  # a second interpreter with four forced host devices: about a minute
+
 SCRIPT = textwrap.dedent(
     """
     import json, jax, numpy as np, jax_unsampler as ju

@@ -11,117 +11,24 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import os
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import COMFY_FAMILIES, DATA, comfy_patcher, needs_comfyui, run_node
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
-
-DATA = Path(__file__).parent / "data"
-
-
-class _StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Makes any `torchvision[.x]` import succeed with an empty module whose attributes are dummies."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torchvision" or name.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = types.ModuleType(spec.name)
-        module.__path__ = []
-        module.__version__ = "0.0.0+stand-in"
-
-        def missing(attr):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return type(
-                attr, (), {"__init__": lambda self, *a, **k: None, "__call__": lambda self, *a, **k: a}
-            )
-
-        module.__getattr__ = missing
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    root = str(Path(COMFYUI_PATH).expanduser().resolve())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-            del sys.modules[name]
-        sys.meta_path.insert(0, _StandIns())
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True  # before model_management looks for a GPU
-    import comfy.latent_formats
-    import comfy.model_management
-    import comfy.model_patcher
-    import comfy.model_sampling
-    import comfy.samplers
-
-    return types.SimpleNamespace(
-        latent_formats=comfy.latent_formats,
-        model_patcher=comfy.model_patcher,
-        model_sampling=comfy.model_sampling,
-        samplers=comfy.samplers,
-    )
-
-
-def _sampling(comfy, sampling_class: str, mixin: str, settings: dict):
-    """A model sampling object composed as ComfyUI's model_base composes one."""
-    bases = (getattr(comfy.model_sampling, sampling_class), getattr(comfy.model_sampling, mixin))
-    config = types.SimpleNamespace(sampling_settings=settings)
-    return type("ModelSampling", bases, {})(config)
-
-
-class _Tiny(torch.nn.Module):
-    def __init__(self, model_sampling, latent_format):
-        super().__init__()
-        self.model_sampling = model_sampling
-        self.latent_format = latent_format
-        self.proj = torch.nn.Linear(2, 2)
-
-
-FAMILIES = {
-    "sd15": ("ModelSamplingDiscrete", "EPS", {}, "SD15"),
-    "sd3": ("ModelSamplingDiscreteFlow", "CONST", {"shift": 3.0}, "SD3"),
-    "wan21": ("ModelSamplingDiscreteFlow", "CONST", {"shift": 8.0}, "Wan21"),
-    "flux-dev": ("ModelSamplingFlux", "CONST", {}, "Flux"),
-    "stable-cascade-c": ("StableCascadeSampling", "EPS", {"shift": 2.0}, "SC_Prior"),
-    "sdxl": ("ModelSamplingDiscrete", "EPS", {}, "SDXL"),
-}
+pytestmark = needs_comfyui
 
 
 def _patcher(comfy, family, old_style=False):
-    sampling_class, mixin, settings, latent_format = FAMILIES[family]
-    tiny = _Tiny(
-        _sampling(comfy, sampling_class, mixin, settings), getattr(comfy.latent_formats, latent_format)()
-    )
-    if old_style:
-        return types.SimpleNamespace(model=tiny)  # a ModelPatcher of before get_model_object
-    cpu = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(tiny, load_device=cpu, offload_device=cpu)
+    return comfy_patcher(comfy, family, old_style)
 
 
 def _node():
     from torch_bridge import NODE_CLASS_MAPPINGS, NODE_ID
 
     cls = NODE_CLASS_MAPPINGS[NODE_ID]
-    return cls, lambda *a, **k: getattr(cls(), cls.FUNCTION)(*a, **k)[0]
+    return cls, lambda *a, **k: run_node(cls, *a, **k)[0]
 
 
 def test_golden_cases_with_comfyuis_own_objects(comfy):
@@ -131,7 +38,7 @@ def test_golden_cases_with_comfyuis_own_objects(comfy):
     cases = json.loads(str(data["index"]))
     _, run = _node()
     for i, case in enumerate(cases):
-        if case["family"] not in FAMILIES:
+        if case["family"] not in COMFY_FAMILIES:
             continue
         x = torch.from_numpy(data[f"x{i}"])
         with torch.inference_mode():

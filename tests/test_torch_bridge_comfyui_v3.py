@@ -20,31 +20,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_torch_bridge_comfyui import COMFYUI_PATH, DATA, FAMILIES, _patcher, _StandIns
-from test_torch_bridge_comfyui import comfy as comfy  # noqa: F401  (the fixture, reused)
+from conftest import COMFY_FAMILIES, COMFYUI_PATH, DATA, comfy_patcher, needs_comfyui, stand_in_if_broken
 
 import torch_bridge as tb
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
-
-
-class _AvStandIns(_StandIns):
-    def find_spec(self, name, path=None, target=None):
-        if name == "av" or name.startswith("av."):
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
 
 
 @pytest.fixture(scope="module")
-def v3(comfy):  # noqa: F811
+def v3(comfy):
     """`torch_bridge.comfy_v3`, imported as inside ComfyUI."""
-    try:
-        import av  # noqa: F401
-    except Exception:
-        for name in [n for n in sys.modules if n == "av" or n.startswith("av.")]:
-            del sys.modules[name]
-        sys.meta_path.insert(0, _AvStandIns())
+    stand_in_if_broken("av")
     import torch_bridge.comfy_v3
 
     return torch_bridge.comfy_v3
@@ -99,12 +85,12 @@ def test_execute_matches_golden_with_torch_noise(comfy, v3):  # noqa: F811
         cases = json.loads(str(data["index"]))
         ran = 0
         for i, case in enumerate(cases):
-            if case["family"] not in FAMILIES or "error" in case:  # the 5-D case: see the V1 test
+            if case["family"] not in COMFY_FAMILIES or "error" in case:  # the 5-D case: see the V1 test
                 continue
             x = torch.from_numpy(data[f"x{i}"])
             with torch.inference_mode():
                 out = v3.BatchUnsamplerJaxV3.EXECUTE_NORMALIZED(  # how ComfyUI runs a V3 node
-                    model=_patcher(comfy, case["family"]), sampler_name=case["sampler"],
+                    model=comfy_patcher(comfy, case["family"]), sampler_name=case["sampler"],
                     scheduler=case["scheduler"], steps=case["steps"], start_at_step=case["start_at_step"],
                     end_at_step=case["end_at_step"], latent_image={"samples": x},
                     normalize=case["normalize"], seed=case["seed"], noise_source="torch",

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 import torch_bridge_doubles as doubles
+from conftest import golden_npz, run_node
 
 import torch_bridge as tb
 
-NODE_DATA, NODE_CASES = doubles.node_outputs()
-MODEL_DATA, MODEL_CASES = doubles.model_mode_outputs()
+NODE_CASES, NODE_DATA = golden_npz("node_outputs.npz")
+MODEL_CASES, MODEL_DATA = golden_npz("model_mode.npz")
 
 
 def _scaled_error(got, want):
@@ -20,8 +21,8 @@ def _scaled_error(got, want):
 
 
 def _run(case, x, **options):
-    node = tb.NODE_CLASS_MAPPINGS[tb.NODE_ID]()
-    (out,) = getattr(node, node.FUNCTION)(
+    (out,) = run_node(
+        tb.NODE_CLASS_MAPPINGS[tb.NODE_ID],
         doubles.patcher(case["family"]), case["sampler"], case["scheduler"], case["steps"],
         case.get("start_at_step", 0), case.get("end_at_step", 10000), {"samples": torch.from_numpy(x)},
         normalize=case.get("normalize", False), seed=case["seed"], noise_source="torch", **options,

@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 import torch_bridge_doubles as doubles
+from conftest import golden_sigmas
 
 import jax_unsampler as ju
 import torch_bridge as tb
 
-FAMILIES = list(doubles.golden()["families"])
+FAMILIES = list(golden_sigmas()["families"])
 
 
 def _golden_schedules(family, schedulers, steps_rank=3):
-    rows = [r for r in doubles.golden()["schedules"] if r["family"] == family and r["sampler"] == "euler"]
+    rows = [r for r in golden_sigmas()["schedules"] if r["family"] == family and r["sampler"] == "euler"]
     steps = sorted({r["steps"] for r in rows})[steps_rank]
     return [r for r in rows if r["scheduler"] in schedulers and r["steps"] == steps]
 
@@ -28,7 +29,7 @@ def _assert_schedule(ms, row, sigma_max):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_gives_comfyuis_schedules(family):
-    fam = doubles.golden()["families"][family]
+    fam = golden_sigmas()["families"][family]
     ms = tb.model_sampling_from_comfy(doubles.patcher(family))
     assert ms.model_type == fam["model_type"]
     # sgm_uniform and normal go through the sigma/timestep maps; karras reads only the table.
@@ -37,7 +38,7 @@ def test_every_family_gives_comfyuis_schedules(family):
 
 
 def test_old_style_and_bare_models_and_the_sampling_object_itself():
-    fam = doubles.golden()["families"]["sd3"]
+    fam = golden_sigmas()["families"]["sd3"]
     base = doubles.BaseModel("sd3")
     for model in (doubles.OldModelPatcher(base), base, base.model_sampling, doubles.ModelPatcher(base)):
         ms = tb.model_sampling_from_comfy(model)
@@ -60,7 +61,7 @@ def test_current_patcher_is_read_through_get_model_object_and_honours_patches():
 @pytest.mark.parametrize("family", ["sd2-v", "svd", "stable-audio", "cosmos-predict2", "auraflow"])
 def test_model_type_comes_from_the_mixin_or_the_class(family):
     with_mixin = tb.model_sampling_from_comfy(doubles.model_sampling(family))
-    assert with_mixin.model_type == doubles.golden()["families"][family]["model_type"]
+    assert with_mixin.model_type == golden_sigmas()["families"][family]["model_type"]
     bare = tb.model_sampling_from_comfy(doubles.model_sampling(family, with_mixin=False))
     expected = {"sd2-v": "EPS", "svd": "EDM", "stable-audio": "V_PREDICTION_CONTINUOUS"}
     assert bare.model_type == expected.get(family, with_mixin.model_type)
@@ -70,7 +71,7 @@ def test_unknown_sampling_class_falls_back_to_the_discrete_table():
     class ModelSamplingDiscreteDistilled(doubles.ModelSamplingDiscrete):  # LCM's: its own maps
         sigma = timestep = doubles._never
 
-    table = doubles.golden()["families"]["sd15"]["sigma_table"]
+    table = golden_sigmas()["families"]["sd15"]["sigma_table"]
     obj = type("ModelSamplingAdvanced", (ModelSamplingDiscreteDistilled, doubles.EPS), {})(table, {})
     ms = tb.model_sampling_from_comfy(obj)
     assert ms.model_type == "EPS"
@@ -117,7 +118,7 @@ def test_models_it_cannot_read_raise_clear_errors():
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux-dev", "wan21", "playground-2.5", "stable-audio"])
 def test_latent_scale_factor_and_format(family):
-    record = doubles.golden()["families"][family]["latent_format"]
+    record = golden_sigmas()["families"][family]["latent_format"]
     patcher = doubles.patcher(family)
     assert tb.latent_scale_factor(patcher) == record["scale_factor"]
     assert tb.latent_scale_factor(doubles.OldModelPatcher(patcher.model)) == record["scale_factor"]

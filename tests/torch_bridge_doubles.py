@@ -8,31 +8,9 @@ maps) but must never be called.
 
 from __future__ import annotations
 
-import functools
-import gzip
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
-
-DATA = Path(__file__).parent / "data"
-
-
-@functools.cache
-def golden() -> dict:
-    with gzip.open(DATA / "sigmas.json.gz") as f:
-        return json.load(f)
-
-
-def node_outputs():
-    data = np.load(DATA / "node_outputs.npz")
-    return data, json.loads(str(data["index"]))
-
-
-def model_mode_outputs():
-    data = np.load(DATA / "model_mode.npz")
-    return data, json.loads(str(data["index"]))
+from conftest import golden_sigmas
 
 
 # ComfyUI's prediction mixins (only the names and the inheritance matter).
@@ -144,7 +122,7 @@ def model_sampling(family: str, *, with_mixin: bool = True):
     With the mixin it is built as ComfyUI builds it: a class `ModelSampling(SamplingClass,
     Mixin)` that defines nothing itself; without, the bare sampling class.
     """
-    fam = golden()["families"][family]
+    fam = golden_sigmas()["families"][family]
     cls, mixin = PAIRS[fam["model_type"]]
     if with_mixin:
         cls = type("ModelSampling", (cls, mixin), {})
@@ -153,7 +131,7 @@ def model_sampling(family: str, *, with_mixin: bool = True):
 
 def latent_format(family: str):
     """A ComfyUI-like latent format object (class named as ComfyUI's) of a golden family."""
-    record = golden()["families"][family]["latent_format"]
+    record = golden_sigmas()["families"][family]["latent_format"]
     obj = type(record["class"], (), {})()
     obj.scale_factor = record["scale_factor"]
     if record.get("shift_factor") is not None:
