@@ -19,7 +19,7 @@ from jax.typing import ArrayLike
 
 from ._keys import canonical_key
 from ._latent_format import LatentFormat
-from ._names import COUPLINGS, NOISE_SCALINGS
+from ._names import COUPLINGS, ITEM_ID_MAX, NOISE_SCALINGS
 from ._validation import check_choice, check_int
 
 
@@ -274,10 +274,6 @@ def _first_entry_mean(
     scaling, latent_format = statics.scaling, statics.latent_format
     eps = step_noise(key, step0, item0[None], x.shape[1:])[0]
     return _entry_mean(x[0], eps, sigma0, scaling, latent_format)
-
-
-ITEM_ID_MAX = 2**32 - 1
-"""The largest `batch_index` entry and step id: both are folded into the key as uint32."""
 
 
 def _out_of_uint32(ids: jax.Array) -> jax.Array:

@@ -14,13 +14,10 @@ from typing import Any
 
 import torch
 
-from jax_unsampler._names import MAX_STEPS
+from jax_unsampler._names import ITEM_ID_MAX, MAX_STEPS
 from jax_unsampler._validation import check_int
 
 from ._convert import latent_samples
-
-ITEM_ID_MAX = 2**32 - 1
-"""The largest LATENT `batch_index` entry (noise streams are keyed by uint32)."""
 
 _PREFIX = re.compile(r"^[A-Za-z_][\w.]*: ")
 
