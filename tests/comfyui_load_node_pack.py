@@ -53,6 +53,6 @@ if __name__ == "__main__":
     types = {}
     for name in sys.argv[4:]:
         cls = nodes.NODE_CLASS_MAPPINGS.get(name)
-        types[name] = None if cls is None else cls.INPUT_TYPES()
+        types[name] = None if cls is None else {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES)}
     report["input_types"] = types
     print("REPORT " + json.dumps(report, default=str))
