@@ -29,7 +29,7 @@ class TinyModelForTests:
             config = comfy.supported_models.SD15(dict(comfy.supported_models.SD15.unet_config))
             module.model_config = config
             module.model_sampling = comfy.model_base.model_sampling(config, config.model_type({}))
-            module.latent_format = config.latent_format()
+            module.latent_format = config.latent_format  # the config holds an instance
         cpu = torch.device("cpu")
         return (comfy.model_patcher.ModelPatcher(module, load_device=cpu, offload_device=cpu),)
 
