@@ -57,7 +57,8 @@ def git_archive_pack(custom_nodes: pathlib.Path) -> pathlib.Path:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs git and a git checkout of this repository")
     archive = custom_nodes.parent / "pack.tar"
-    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), "HEAD"], cwd=ROOT, check=True, timeout=120)
+    command = ["git", "archive", "--format=tar", "-o", str(archive), "HEAD"]
+    subprocess.run(command, cwd=ROOT, check=True, timeout=120)
     pack = custom_nodes / PACK_NAME
     pack.mkdir(parents=True)
     with tarfile.open(archive) as tar:
@@ -70,7 +71,8 @@ def load_with_comfyui(pack: pathlib.Path, tmp: pathlib.Path, node_types=(), **en
     """Runs tests/comfyui_load_node_pack.py: (its report, the arrays it saved)."""
     out = tmp / "probe.npz"
     done = subprocess.run(
-        [sys.executable, str(TESTS / "comfyui_load_node_pack.py"), COMFYUI_PATH, str(pack), str(out), *node_types],
+        [sys.executable, str(TESTS / "comfyui_load_node_pack.py"), COMFYUI_PATH, str(pack), str(out),
+         *node_types],
         capture_output=True, text=True, timeout=600, cwd=tmp, env=_environment(**env),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -177,8 +179,9 @@ def server(tmp_path_factory):
     ]  # fmt: skip
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=_environment(), start_new_session=True
-        )
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=_environment(),
+            start_new_session=True,  # its own process group, for the kill below
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
     def log_tail() -> str:
@@ -232,12 +235,21 @@ def _workflow(seed: int, end_at_step: int = 10000, broken: bool = False) -> dict
         "3": {
             "class_type": NODE_ID,
             "inputs": {
-                "model": ["1", 0], "latent_image": ["2", 0], "sampler_name": "euler", "scheduler": "karras",
-                "steps": 5, "start_at_step": 0, "end_at_step": end_at_step, "normalize": False,
-                "seed": seed, "noise_source": "torch", "mode": "node", "coupling": "independent",
-            },  # fmt: skip
+                "model": ["1", 0],
+                "latent_image": ["2", 0],
+                "sampler_name": "euler",
+                "scheduler": "karras",
+                "steps": 5,
+                "start_at_step": 0,
+                "end_at_step": end_at_step,
+                "normalize": False,
+                "seed": seed,
+                "noise_source": "torch",
+                "mode": "node",
+                "coupling": "independent",
+            },
         },
-        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": f"jaxu/seed{seed}"}},
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": f"jaxu/{seed}"}},
     }
 
 
@@ -286,6 +298,10 @@ def test_server_reports_bad_input_and_keeps_serving(server):
     assert entry["status"]["status_str"] == "error"
     ((_, error),) = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert error["node_type"] == NODE_ID and error["exception_type"].endswith("ValueError")
-    assert error["exception_message"].startswith(f"{NODE_ID}: ") and "\n" not in error["exception_message"]
+    # ComfyUI sends "{exception}\n{tips}" (no tips for a ValueError): the message is one line.
+    message = error["exception_message"].rstrip("\n")
+    assert "\n" not in message
+    assert message.startswith("model_sampling_from_comfy: cannot find a model_sampling")
+    assert "expected a ComfyUI MODEL" in message
     # And the server still runs good workflows.
     assert _run(server, _workflow(seed=3))["status"]["status_str"] == "success"
