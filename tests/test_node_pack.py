@@ -139,6 +139,22 @@ def test_another_copy_imported_first_is_a_loud_error(tmp_path):
     assert f"from {ROOT / 'jax_unsampler'} (another copy" in error and "keep one" in error
 
 
+def test_the_same_copy_imported_first_is_fine_even_through_a_symlink(tmp_path):
+    # A developer's set-up: custom_nodes/jax-unsampler is a symlink to the clone, which is also
+    # `pip install -e`'d (so its packages may be imported before ComfyUI reaches the folder).
+    pytest.importorskip("torch")
+    real = scratch_pack(tmp_path / "src", "jax-unsampler")
+    link = tmp_path / "custom_nodes" / "jax-unsampler"
+    link.parent.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    body = """
+    import torch_bridge
+    out["same"] = module.NODE_CLASS_MAPPINGS is torch_bridge.NODE_CLASS_MAPPINGS
+    """
+    out = probe(link, body, prelude="import torch_bridge", env={"PYTHONPATH": str(real)})
+    assert out["same"] is True
+
+
 def test_node_api_variable(tmp_path):
     pack = scratch_pack(tmp_path)
     body = """
