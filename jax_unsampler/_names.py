@@ -58,3 +58,6 @@ MAX_STEPS = 10000
 
 SEED_MAX = 2**64 - 1
 """The largest seed `key_from_seed` (and ComfyUI's seed inputs) accept."""
+
+ITEM_ID_MAX = 2**32 - 1
+"""The largest item id (`batch_index` entry) and step id: both are folded into the key as uint32."""

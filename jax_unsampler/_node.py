@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from ._ksampler import ksampler_sigmas
 from ._model_sampling import ModelSampling
 from ._names import MAX_STEPS
-from ._validation import check_int, check_steps, renamed_argument
+from ._validation import check_int, check_positive_scalar, check_steps, renamed_argument
 
 
 def node_slice(steps: int, start_at_step: int, end_at_step: int) -> tuple[int, int]:
@@ -48,7 +48,8 @@ def unsampler_sigmas(
 
     - `ms`, `sampler_name`, `scheduler`, `steps`: as for `ksampler_sigmas`.
     - `start_at_step`, `end_at_step`: 0 to 10000, the node's window.
-    - `latent_scale_factor`: the divisor (traced: changing it does not recompile).
+    - `latent_scale_factor`: the divisor, a positive finite number (Python, NumPy or JAX
+      scalar; traced: changing it does not recompile, and under `jit` it is not checked).
 
     **Returns:** a float32 array of length `end - start` (empty when `start >= end`).
     """
@@ -56,8 +57,7 @@ def unsampler_sigmas(
     steps = check_steps(fn, steps)
     start_at_step = check_int(fn, "start_at_step", start_at_step, 0, MAX_STEPS)
     end_at_step = check_int(fn, "end_at_step", end_at_step, 0, MAX_STEPS)
-    if isinstance(latent_scale_factor, (int, float)) and not latent_scale_factor > 0:
-        raise ValueError(f"{fn}: latent_scale_factor must be positive, got {latent_scale_factor!r}")
+    check_positive_scalar(fn, "latent_scale_factor", latent_scale_factor)
     full = ksampler_sigmas(ms, sampler_name, scheduler, steps)
     start, end = node_slice(steps, start_at_step, end_at_step)
     return _slice_scale_flip(full, jnp.asarray(latent_scale_factor, jnp.float32), start, end)

@@ -9,7 +9,7 @@ the same bits as one run.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -19,8 +19,8 @@ from jax.typing import ArrayLike
 
 from ._keys import canonical_key
 from ._latent_format import LatentFormat
-from ._names import COUPLINGS, NOISE_SCALINGS
-from ._validation import check_choice
+from ._names import COUPLINGS, ITEM_ID_MAX, NOISE_SCALINGS
+from ._validation import check_choice, check_int
 
 
 class _Statics(NamedTuple):
@@ -34,6 +34,16 @@ class _Statics(NamedTuple):
 
 def _is_concrete(x: object) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def _holds(predicate: Callable[[jax.Array], jax.Array], x: jax.Array) -> bool:
+    """`predicate(x)` for a concrete `x`, evaluated now even while a caller's `jax.jit` traces.
+
+    An array captured from a closure is concrete, but operations on it inside a trace are
+    staged; evaluating the check eagerly keeps `bool()` from meeting a tracer.
+    """
+    with jax.ensure_compile_time_eval():
+        return bool(predicate(x))
 
 
 def check_latent(fn: str, latent: ArrayLike) -> jax.Array:
@@ -52,7 +62,7 @@ def check_latent(fn: str, latent: ArrayLike) -> jax.Array:
         raise ValueError(
             f"{fn}: latent must be floating point (float32, float16 or bfloat16), got {latent.dtype}"
         )
-    if _is_concrete(latent) and not bool(jnp.all(jnp.isfinite(latent))):
+    if _is_concrete(latent) and not _holds(lambda v: jnp.all(jnp.isfinite(v)), latent):
         raise ValueError(f"{fn}: latent contains NaN or infinite values")
     return latent
 
@@ -64,7 +74,7 @@ def check_sigmas(fn: str, sigmas: ArrayLike) -> jax.Array:
         raise ValueError(f"{fn}: sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
     if not jnp.issubdtype(sigmas.dtype, jnp.floating):
         raise ValueError(f"{fn}: sigmas must be floating point, got {sigmas.dtype}")
-    if _is_concrete(sigmas) and not bool(jnp.all(jnp.isfinite(sigmas))):
+    if _is_concrete(sigmas) and not _holds(lambda v: jnp.all(jnp.isfinite(v)), sigmas):
         raise ValueError(f"{fn}: sigmas contain NaN or infinite values")
     return sigmas
 
@@ -87,11 +97,17 @@ def markov_start(batch: int, item_shape: tuple[int, ...]) -> tuple[jax.Array, ja
 
 
 def markov_gaps(sigmas: jax.Array, prev_sigma: ArrayLike) -> jax.Array:
-    """Per step, the noise scale that takes the previous level to this one: sqrt(s_i^2 - s_{i-1}^2)."""
+    """Per step, the noise scale that takes the previous level to this one: sqrt(s_i^2 - s_{i-1}^2).
+
+    NaN where the level falls (`s_i < s_{i-1}`): noise cannot be taken away, and traced sigmas
+    cannot be checked up front, so a descending schedule under `jit` gives NaN entries from the
+    first descent on rather than silently wrong statistics.
+    """
     prev = jnp.concatenate([jnp.reshape(prev_sigma, (1,)), sigmas[:-1]])
     # (s - p)(s + p) rather than s*s - p*p: no multiply feeds an add, so XLA has no FMA to form
     # and every program (chunked, sharded) rounds the same way.
-    return jnp.sqrt(jnp.maximum((sigmas - prev) * (sigmas + prev), 0.0))
+    gap = jnp.sqrt(jnp.maximum((sigmas - prev) * (sigmas + prev), 0.0))
+    return jnp.where(sigmas >= prev, gap, jnp.nan)
 
 
 def apply_noise(x: jax.Array, scaled_noise: jax.Array, sigma: ArrayLike, scaling: str) -> jax.Array:
@@ -260,17 +276,44 @@ def _first_entry_mean(
     return _entry_mean(x[0], eps, sigma0, scaling, latent_format)
 
 
+def _out_of_uint32(ids: jax.Array) -> jax.Array:
+    """Whether any integer id is negative or (for 64-bit ids) above `ITEM_ID_MAX`."""
+    bad = jnp.any(ids < 0)
+    return bad | jnp.any(ids > ITEM_ID_MAX) if ids.dtype.itemsize > 4 else bad
+
+
+def _range_error(fn: str, ids: np.ndarray) -> ValueError:
+    return ValueError(
+        f"{fn}: batch_index entries must be in [0, {ITEM_ID_MAX}] (2**32 - 1), got {ids.tolist()}"
+    )
+
+
 def _item_ids(fn: str, batch_index: ArrayLike | None, batch: int) -> jax.Array:
+    """`batch_index` as uint32 item ids, refusing what uint32 would wrap (checked where concrete)."""
     if batch_index is None:
         return jnp.arange(batch, dtype=jnp.uint32)
-    ids = jnp.asarray(batch_index)
+    if not isinstance(batch_index, jax.Array):
+        # Before any conversion: with 64-bit mode off, jnp.asarray would wrap int64 values itself.
+        try:
+            host = np.asarray(batch_index)
+        except (TypeError, ValueError, OverflowError):
+            host = np.asarray(None)
+        if host.shape != (batch,) or not np.issubdtype(host.dtype, np.integer):
+            raise ValueError(
+                f"{fn}: batch_index must be {batch} integers (one per latent), got "
+                f"{host.dtype if host.dtype != object else type(batch_index).__name__} of shape {host.shape}"
+            )
+        if host.size and (host.min() < 0 or host.max() > ITEM_ID_MAX):
+            raise _range_error(fn, host)
+        return jnp.asarray(host.astype(np.uint32))
+    ids = batch_index
     if ids.shape != (batch,) or not jnp.issubdtype(ids.dtype, jnp.integer):
         raise ValueError(
             f"{fn}: batch_index must be {batch} integers (one per latent), got "
             f"{ids.dtype} of shape {tuple(ids.shape)}"
         )
-    if _is_concrete(ids) and bool(jnp.any(ids < 0)):
-        raise ValueError(f"{fn}: batch_index must be non-negative, got {np.asarray(ids).tolist()}")
+    if _is_concrete(ids) and _holds(_out_of_uint32, ids):
+        raise _range_error(fn, np.asarray(ids))
     return ids.astype(jnp.uint32)
 
 
@@ -308,8 +351,8 @@ def _check_common(
     sigmas = check_sigmas(fn, sigmas)
     coupling = check_choice(fn, "coupling", coupling, COUPLINGS)
     scaling = check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
-    if coupling == "markov" and _is_concrete(sigmas) and bool(jnp.any(jnp.diff(sigmas) < 0)):
-        raise ValueError(f"{fn}: coupling='markov' needs ascending sigmas (least noise first)")
+    if coupling == "markov" and _is_concrete(sigmas) and _holds(_descends, sigmas):
+        raise ValueError(f"{fn}: coupling='markov' needs ascending non-negative sigmas (least noise first)")
     if not isinstance(normalize, (bool, np.bool_)):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
     if latent_format is not None and not isinstance(latent_format, LatentFormat):
@@ -319,6 +362,11 @@ def _check_common(
         )
     statics = _Statics(coupling, scaling, latent_format, latent.dtype)
     return _Checked(latent, latent.astype(jnp.float32), sigmas.astype(jnp.float32), bool(normalize), statics)
+
+
+def _descends(sigmas: jax.Array) -> jax.Array:
+    """Whether a Markov chain from 0 along `sigmas` ever falls (see `markov_gaps`)."""
+    return jnp.any(jnp.diff(sigmas, prepend=jnp.zeros((1,), sigmas.dtype)) < 0)
 
 
 class _Plan:
@@ -339,11 +387,11 @@ class _Plan:
     ) -> None:
         self.key = canonical_key(fn, key)
         checked = _check_common(fn, latent, sigmas, normalize, coupling, noise_scaling, latent_format)
-        if isinstance(step_offset, bool) or not isinstance(step_offset, (int, np.integer)) or step_offset < 0:
-            raise ValueError(f"{fn}: step_offset must be a non-negative int, got {step_offset!r}")
         self.latent, self.x, self.sigmas, self.normalize, self.statics = checked
+        # Step ids are uint32: the last one, step_offset + len(sigmas) - 1, must not wrap.
+        last = ITEM_ID_MAX + 1 - max(int(self.sigmas.shape[0]), 1)
+        self.step_offset = check_int(fn, "step_offset (step ids are uint32)", step_offset, 0, last)
         self.item_ids = _item_ids(fn, batch_index, self.latent.shape[0])
-        self.step_offset = int(step_offset)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -405,11 +453,14 @@ def noised_latents(
       (the node's `normalize`).
     - `coupling`: `"independent"` (the node: fresh noise at every step), `"shared"` (one noise
       per item for all steps) or `"markov"` (each step adds the noise that takes the previous
-      level to the next, like the forward diffusion process; sigmas must ascend). Every
+      level to the next, like the forward diffusion process; sigmas must ascend from 0 or
+      above: checked up front when `sigmas` is concrete, and when it is traced (an argument
+      of your `jax.jit`) the entries from the first descending step on are NaN). Every
       coupling gives each entry the same distribution; they differ in how entries correlate.
-    - `batch_index`: optional `B` non-negative ints naming each item's noise stream
-      (ComfyUI's LATENT `batch_index`); default `0..B-1`.
-    - `step_offset`: the global index of `sigmas[0]`, for runs split into chunks of steps.
+    - `batch_index`: optional `B` ints in [0, 2**32 - 1] naming each item's noise stream
+      (ComfyUI's LATENT `batch_index`); default `0..B-1`. Larger values are refused, not wrapped.
+    - `step_offset`: the global index of `sigmas[0]`, for runs split into chunks of steps;
+      step ids are uint32, so `step_offset + len(sigmas)` must not exceed 2**32.
     - `noise_scaling`: `"eps"` (the node: `x + sigma*eps`) or `"const"`
       (`sigma*eps + (1 - sigma)*x`, rectified-flow models).
     - `latent_format`: a `LatentFormat`; when given, the noise is applied in the model's space

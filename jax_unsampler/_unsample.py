@@ -11,9 +11,9 @@ from ._latent_format import LatentFormat
 from ._model_sampling import ModelSampling, noise_scaling_of
 from ._names import MAX_STEPS, MODES
 from ._node import unsampler_sigmas
-from ._noise import noised_latents
+from ._noise import check_latent, noised_latents
 from ._presets import Preset, preset
-from ._validation import check_choice
+from ._validation import check_choice, check_positive_scalar
 
 ModelArgument: TypeAlias = str | Preset | ModelSampling | tuple[ModelSampling, float | LatentFormat]
 """What `batch_unsample` takes as `model`."""
@@ -35,8 +35,16 @@ def resolve_model(fn: str, model: ModelArgument) -> tuple[ModelSampling, float, 
         ms, second = model
         if isinstance(second, LatentFormat):
             return ms, second.scale_factor, second
-        if isinstance(second, (int, float)) and not isinstance(second, bool) and second > 0:
-            return ms, float(second), None
+        try:
+            scale = check_positive_scalar(fn, "latent_scale_factor", second)
+        except ValueError:
+            raise ValueError(
+                f"{fn}: model=(ModelSampling, x) needs x to be a positive latent scale factor (a number "
+                f"such as 0.18215) or a LatentFormat (preset(name).latent_format), got {second!r}"
+            ) from None
+        if scale is None:
+            raise ValueError(f"{fn}: the latent scale factor in model=(ModelSampling, x) must not be traced")
+        return ms, scale, None
     raise ValueError(
         f"{fn}: model must be a preset name, a Preset, a ModelSampling or a "
         f"(ModelSampling, latent_scale_factor) pair, got {type(model).__name__}"
@@ -82,6 +90,7 @@ def batch_unsample(
     **Returns:** the `(n * B, C, ...)` batch, step-major, least noise first.
     """
     fn = "batch_unsample"
+    latent = check_latent(fn, latent)
     check_choice(fn, "mode", mode, MODES)
     ms, scale, latent_format = resolve_model(fn, model)
     divide = mode == "node" and divide_by_scale_factor

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import operator
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+import numpy as np
 
 from ._names import MAX_STEPS
 
@@ -39,6 +43,28 @@ def check_int(fn: str, what: str, value: object, lo: int, hi: int) -> int:
     if not lo <= as_int <= hi:
         raise ValueError(f"{fn}: {what} must be an integer in [{lo}, {hi}], got {as_int}")
     return as_int
+
+
+def check_positive_scalar(fn: str, what: str, value: object) -> float | None:
+    """A positive finite number from a Python, NumPy or concrete 0-d JAX scalar, as a float.
+
+    Returns None for a traced value (it cannot be checked; the caller keeps it as it is).
+    Anything else, including 0, negatives, NaN, infinities and booleans, raises `ValueError`.
+    """
+    jax = sys.modules.get("jax")  # this module stays JAX-free: a tracer exists only if JAX is loaded
+    if jax is not None and isinstance(value, jax.core.Tracer):
+        return None
+    number = None
+    if not isinstance(value, (bool, np.bool_, str, bytes)):
+        try:
+            array = np.asarray(value)
+        except Exception:  # not an array-like: reported below
+            array = None
+        if array is not None and array.shape == () and array.dtype.kind in "fiu":
+            number = float(array)
+    if number is None or not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{fn}: {what} must be a positive finite number (e.g. 0.18215), got {value!r}")
+    return number
 
 
 def check_steps(fn: str, steps: object) -> int:

@@ -157,10 +157,23 @@ def test_chunks_stay_under_64_mb_for_a_1024_px_latent():
     assert _cli.chunk_steps_for((1, 4, 128, 128)) == 256  # 256 x 256 KiB = 64 MiB
 
 
-def test_empty_window_gives_an_empty_batch(tmp_path, capsys):
-    args = ("--start", 5, "--end", 5, "--preview", tmp_path / "p.png", "--stats", tmp_path / "s.png")
-    assert run(capsys, "unsample", "--out", tmp_path / "e.latent", *args)[0] == 0
-    assert read(tmp_path / "e.latent")[0].shape == (0, 4, 32, 32)
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (("--start", 5, "--end", 5), "--steps 20, --start 5, --end 5 select no step"),
+        (("--steps", 0), "--steps 0, --start 0, --end 10000 select no step"),
+        (("--start", 30), "--steps 20, --start 30, --end 10000 select no step"),
+        (("--start", 7, "--end", 3), "--start 7 is after --end 3"),
+    ],
+)
+def test_empty_or_reversed_window_is_refused(tmp_path, capsys, window, message):
+    # An empty .latent breaks every node downstream of LoadLatent: refused (the Python API keeps
+    # the empty batch).
+    args = (*window, "--preview", tmp_path / "p.png", "--stats", tmp_path / "s.png")
+    code, out, err = run(capsys, "unsample", "--out", tmp_path / "e.latent", *args)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and message in err
+    assert os.listdir(tmp_path) == []
+    assert run(capsys, "sigmas", "--start", 7, "--end", 3)[0] == 2
 
 
 def test_video_and_audio_previews(tmp_path, capsys):

@@ -301,7 +301,9 @@ def test_server_reports_bad_input_and_keeps_serving(server):
     # ComfyUI sends "{exception}\n{tips}" (no tips for a ValueError): the message is one line.
     message = error["exception_message"].rstrip("\n")
     assert "\n" not in message
-    assert message.startswith("model_sampling_from_comfy: cannot find a model_sampling")
+    assert message.startswith(
+        "JaxUnsampler_BatchUnsampler: model: cannot find a model_sampling"
+    )  # the input, not a function
     assert "expected a ComfyUI MODEL" in message
     # And the server still runs good workflows.
     assert _run(server, _workflow(seed=3))["status"]["status_str"] == "success"

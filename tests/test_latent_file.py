@@ -1,7 +1,10 @@
 """ComfyUI `.latent` files: LoadLatent's reading rules and the streaming writer's safetensors layout."""
 
 import io
+import json
 import os
+import stat
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -141,3 +144,51 @@ def test_metadata_must_be_strings(tmp_path):
     with pytest.raises(ValueError, match="str to str"):
         ju.save_latent(tmp_path / "m.latent", _latent(), {"seed": 3})
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2])
+def test_float8_latents_are_read_with_ml_dtypes(tmp_path, dtype):
+    x = _latent().astype(dtype)
+    stn.save_file({"latent_tensor": x, **MARKER}, str(tmp_path / "f8.latent"))
+    got = ju.load_latent(tmp_path / "f8.latent")
+    assert got.dtype == np.float32 and np.array_equal(got, x.astype(np.float32))
+
+
+def _raw_safetensors(path, dtype, shape, nbytes):
+    header = json.dumps({"latent_tensor": {"dtype": dtype, "shape": shape, "data_offsets": [0, nbytes]}})
+    raw = header.encode() + b" " * (-len(header) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(nbytes))
+
+
+@pytest.mark.parametrize("dtype", ["F4", "F6_E2M3", "F8_E8M0"])
+def test_unreadable_dtypes_are_named(tmp_path, dtype):
+    _raw_safetensors(tmp_path / "q.latent", dtype, [1, 4, 2, 2], 8)
+    with pytest.raises(ValueError, match=f"q.latent: the latent holds {dtype} values, which cannot be read"):
+        ju.load_latent(tmp_path / "q.latent")
+
+
+def test_float64_beyond_float32_is_refused_quietly(tmp_path):
+    np.save(tmp_path / "big.npy", np.array([[1.0, -1e40]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"float64 values up to 1e\+40, beyond float32's range"):
+            ju.load_latent(tmp_path / "big.npy")
+
+
+@pytest.mark.parametrize("bad", [b"x.latent", stn.save({"latent_tensor": _latent()}), None, 3])
+def test_load_latent_says_to_pass_a_path(bad):
+    with pytest.raises(ValueError, match=r"load_latent: path must be a file name \(str or pathlib.Path\)"):
+        ju.load_latent(bad)
+
+
+def test_atomic_write_keeps_mode_and_refuses_links(tmp_path):
+    path = tmp_path / "a.latent"
+    ju.save_latent(path, _latent())
+    path.chmod(0o640)
+    ju.save_latent(path, _latent(seed=1))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    (tmp_path / "link.latent").symlink_to(path)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        ju.save_latent(tmp_path / "link.latent", _latent())
+    assert (tmp_path / "link.latent").is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["a.latent", "link.latent"]

@@ -72,7 +72,7 @@ def test_empty_slices(steps, start, end):
         (dict(end_at_step=-3), r"end_at_step must be an integer in \[0, 10000\], got -3"),
         (dict(end_at_step=10001), r"end_at_step must be an integer in \[0, 10000\], got 10001"),
         (dict(steps=-5), r"steps must be an integer in \[0, 10000\], got -5"),
-        (dict(latent_scale_factor=0.0), r"latent_scale_factor must be positive"),
+        (dict(latent_scale_factor=0.0), r"latent_scale_factor must be a positive finite number"),
     ],
 )
 def test_bad_bounds_raise(kwargs, match):

@@ -237,11 +237,14 @@ def test_empty_sigmas_give_an_empty_batch():
         (dict(key=jax.random.split(KEY, 2)), r"single key.*use jax.vmap"),
         (dict(key=jnp.ones((3,), jnp.float32)), r"key must be a PRNG key"),
         (dict(coupling="coupled"), r"unknown coupling 'coupled'.*independent, shared, markov"),
-        (dict(coupling="markov", sigmas=jnp.array([3.0, 1.0])), r"markov' needs ascending sigmas"),
+        (
+            dict(coupling="markov", sigmas=jnp.array([3.0, 1.0])),
+            r"markov' needs ascending non-negative sigmas",
+        ),
         (dict(noise_scaling="flow"), r"unknown noise_scaling 'flow'.*eps, const"),
         (dict(batch_index=[0, 1]), r"batch_index must be 1 integers"),
-        (dict(batch_index=[-1]), r"batch_index must be non-negative"),
-        (dict(step_offset=-1), r"step_offset must be a non-negative int"),
+        (dict(batch_index=[-1]), r"batch_index entries must be in \[0, 4294967295\]"),
+        (dict(step_offset=-1), r"step_offset \(step ids are uint32\) must be an integer in \[0, "),
         (dict(normalize="yes"), r"normalize must be True or False"),
     ],
 )

@@ -32,7 +32,8 @@ from ._comfy_model import (  # noqa: E402
     latent_scale_factor,
     model_sampling_from_comfy,
 )
-from ._convert import latent_samples, latent_with_samples, to_jax  # noqa: E402
+from ._convert import latent_with_samples, to_jax  # noqa: E402
+from ._node_inputs import batch_index_ids, check_latent_image, check_window, node_message  # noqa: E402
 from ._noise import check_seed, noised_latents_torch  # noqa: E402
 
 NODE_ID = "JaxUnsampler_BatchUnsampler"
@@ -159,42 +160,64 @@ def batch_unsample_comfy(
 
     **Returns:** the LATENT dict of the `n * B` noised latents, step-major, least noise first,
     with the input's other keys kept and `noise_mask` / `batch_index` expanded.
+
+    **Raises:** `ValueError` with one line naming the node and the input to change: an empty
+    window (`steps` 0, or `start_at_step` not below `steps` and `end_at_step`; the Python API
+    returns an empty batch there, the node refuses because an empty LATENT breaks the nodes
+    after it), a LATENT without latents or with an empty axis, a `noise_mask` that is not a
+    mask tensor, a `batch_index` that is not one integer in [0, 2**32 - 1] per latent, and
+    every unknown name or out-of-range number.
     """
-    import numpy as np
-
-    import jax_unsampler as ju
-    from jax_unsampler._unsample import mode_noise_options
-
     fn = NODE_ID
-    samples = latent_samples(latent_image, fn=fn)
+    samples = check_latent_image(fn, latent_image)
+    check_choice(fn, "sampler_name", sampler_name, [*SAMPLERS, *_comfy_names("SAMPLERS")])
+    check_choice(fn, "scheduler", scheduler, [*SCHEDULERS, *_comfy_names("SCHEDULERS")])
+    steps, start_at_step, end_at_step = check_window(fn, steps, start_at_step, end_at_step)
     check_choice(fn, "noise_source", noise_source, NOISE_SOURCES)
     check_choice(fn, "mode", mode, MODES)
     check_choice(fn, "coupling", coupling, COUPLINGS)
     seed = check_seed(fn, seed)
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
-    ms = model_sampling_from_comfy(model)
-    if mode == "node":
-        divisor, latent_format = latent_scale_factor(model), None
-    else:
-        divisor, latent_format = 1.0, latent_format_from_comfy(model)
+    try:
+        ms = model_sampling_from_comfy(model)
+        if mode == "node":
+            divisor, latent_format = latent_scale_factor(model), None
+        else:
+            divisor, latent_format = 1.0, latent_format_from_comfy(model)
+    except ValueError as e:
+        raise ValueError(node_message(fn, e, "model")) from None
+    try:
+        return _compute(
+            fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_image, samples,
+            normalize, seed, noise_source, mode, coupling, divisor, latent_format,
+        )  # fmt: skip
+    except ValueError as e:
+        raise ValueError(node_message(fn, e)) from None
+
+
+def _compute(
+    fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_image, samples,
+    normalize, seed, noise_source, mode, coupling, divisor, latent_format,
+) -> dict[str, Any]:  # fmt: skip
+    """The node's work once every input is checked (JAX is imported here)."""
+    import numpy as np
+
+    import jax_unsampler as ju
+    from jax_unsampler._unsample import mode_noise_options
+
     sigmas = node_sigmas(fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, divisor)
     options = mode_noise_options(ms, latent_format, mode)
     if noise_source == "torch":
         z = noised_latents_torch(seed, samples, sigmas, normalize=normalize, coupling=coupling, **options)
-    else:
-        index = latent_image.get("batch_index")
-        if index is not None:
-            index = [int(i) for i in index]
-            if any(not 0 <= i < 2**32 for i in index):
-                raise ValueError(f"{fn}: LATENT batch_index entries must be in [0, 2**32), got {index}")
-            index = np.asarray(index, np.uint32)
-        z_jax = ju.noised_latents(
-            _jax_key(seed), to_jax(samples.cpu()), sigmas,
-            normalize=normalize, coupling=coupling, batch_index=index, **options,
-        )  # fmt: skip
-        return latent_with_samples(latent_image, z_jax)
-    return latent_with_samples(latent_image, z)
+        return latent_with_samples(latent_image, z)
+    index = batch_index_ids(latent_image)
+    z_jax = ju.noised_latents(
+        _jax_key(seed), to_jax(samples.cpu()), sigmas,
+        normalize=normalize, coupling=coupling,
+        batch_index=None if index is None else np.asarray(index, np.uint32), **options,
+    )  # fmt: skip
+    return latent_with_samples(latent_image, z_jax)
 
 
 class BatchUnsamplerJax:

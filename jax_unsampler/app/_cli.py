@@ -4,7 +4,9 @@
 `.safetensors` or a `.npy`; without INPUT the embedded demo latent) along a model's sigmas and
 writes the batch as a `.latent` file that ComfyUI's LoadLatent loads, optionally with a colour
 preview (`--preview`) and a statistics plot (`--stats`). `jax-unsampler sigmas` prints the
-node's sigmas. Bad input gives one line on stderr and exit status 2, and leaves no file behind.
+node's sigmas. Bad input gives one line on stderr and exit status 2, and leaves no file behind;
+SIGINT, SIGTERM and SIGHUP end it with one line and exit status 128 + the signal's number,
+after removing its temporary files.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import importlib.util
 import json
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,7 +34,17 @@ from .._presets import Preset, preset, presets
 from .._unsample import mode_noise_options
 from .._validation import check_choice, check_int
 from .._version import __version__
-from ..latent_file import SUFFIXES, LatentWriter, atomic_path, load_latent
+from ..latent_file import (
+    SUFFIXES,
+    LatentWriter,
+    atomic_path,
+    check_output_target,
+    display_name,
+    format_bytes,
+    latent_file_size,
+    load_latent,
+    remove_stale_temporaries,
+)
 from ._demo import demo_latent
 from ._progress import Progress
 
@@ -56,28 +72,64 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised like `KeyboardInterrupt` so that every temporary file is removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While the command runs, SIGTERM and SIGHUP raise `Terminated` (in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in _ENDING_SIGNALS:  # a second signal must not interrupt the clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in _ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command with `argv` (default: `sys.argv[1:]`).
 
-    **Returns:** the exit status: 0, 2 for bad input (one line on stderr), 130 when interrupted.
+    **Returns:** the exit status: 0, 2 for bad input (one line on stderr), 128 + the signal's
+    number when interrupted (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
     """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already reported
         return e.code if isinstance(e.code, int) else 2
     try:
-        return args.handler(args)
+        with _signals_raise():
+            return args.handler(args)
     except (ValueError, OSError) as e:
         print(f"{PROG}: error: {_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated as e:
+        print(f"{PROG}: terminated by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
 
 
 def _message(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror:
-        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+        return f"{display_name(error.filename)}: {error.strerror}" if error.filename else error.strerror
     return " ".join(str(error).split())
 
 
@@ -142,6 +194,10 @@ def _schedule(args: argparse.Namespace) -> tuple[Preset, np.ndarray]:
     steps = check_int("--steps", "steps", args.steps, 0, MAX_STEPS)
     start = check_int("--start", "start", args.start, 0, MAX_STEPS)
     end = check_int("--end", "end", args.end, 0, MAX_STEPS)
+    if start > end:
+        raise ValueError(
+            f"--start {start} is after --end {end}: the window [start, end) must not be reversed"
+        )
     scale = family.latent_scale_factor if args.mode == "node" else 1.0
     sigmas = unsampler_sigmas(family.model_sampling, sampler, scheduler, steps, start, end, scale)
     return family, np.asarray(sigmas)
@@ -166,23 +222,67 @@ def run_sigmas(args: argparse.Namespace) -> int:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Fail before any work if an image is asked for without the `viz` extra, or a target is unusable."""
+    """Fail before any work if an image is asked for without the `viz` extra, or a target is unusable.
+
+    A target must be missing or a plain file with one link, must not be INPUT (compared by
+    resolved path and by inode) and must differ from the other targets. Temporary files that an
+    earlier, killed run left next to a target are removed, with a note on stderr.
+    """
     wanted = {"--preview": (args.preview, "PIL"), "--stats": (args.stats, "matplotlib")}
     for flag, (path, module) in wanted.items():
         if path and importlib.util.find_spec(module) is None:
             raise ValueError(f"{flag} needs {module}: pip install 'jax-unsampler[viz]'")
-    targets = {"--out": args.out, "--preview": args.preview, "--stats": args.stats}
+    targets = {
+        f: p for f, p in (("--out", args.out), ("--preview", args.preview), ("--stats", args.stats)) if p
+    }
+    seen: dict[object, str] = {}
+    if args.input:
+        seen.update(dict.fromkeys(_identities(args.input), "INPUT"))
     for flag, path in targets.items():
-        if path is None:
-            continue
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
-            raise ValueError(f"{flag}: directory {directory} does not exist")
-        if os.path.isdir(path):
-            raise ValueError(f"{flag}: {path} is a directory")
-    given = [os.path.abspath(p) for p in targets.values() if p]
-    if len(set(given)) < len(given):
-        raise ValueError("--out, --preview and --stats must be different files")
+            raise ValueError(f"{flag}: directory {display_name(directory)} does not exist")
+        for identity in _identities(path):
+            if identity in seen:
+                other = seen[identity]
+                if other == "INPUT":
+                    raise ValueError(
+                        f"{flag}: {display_name(path)} is INPUT; writing it would destroy the input"
+                    )
+                raise ValueError(
+                    f"{other} and {flag} must be different files (both are {display_name(path)})"
+                )
+            seen[identity] = flag
+        try:
+            check_output_target(path)
+        except ValueError as e:
+            raise ValueError(f"{flag}: {e}") from None
+    for path in targets.values():
+        for stale in remove_stale_temporaries(path):
+            print(
+                f"{PROG}: removed {display_name(stale)}, left by an earlier run that was killed",
+                file=sys.stderr,
+            )
+
+
+def _identities(path: str) -> list[object]:
+    """What makes two paths the same file: the resolved path, and (if it exists) device and inode."""
+    found: list[object] = [os.path.realpath(path)]
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        found.append((st.st_dev, st.st_ino))
+    return found
+
+
+def _check_free_space(path: str, size: int) -> None:
+    """Refuse up front when the file system lacks room for the whole `.latent` file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(directory).free
+    if size > free:
+        raise ValueError(
+            f"--out: {display_name(path)} needs {format_bytes(size)} but only {format_bytes(free)} is free "
+            f"in {display_name(directory)}; free some space, or use fewer --steps"
+        )
 
 
 def _fit(latent: np.ndarray, family: Preset, source: str) -> np.ndarray:
@@ -212,14 +312,26 @@ def run_unsample(args: argparse.Namespace) -> int:
     key = key_from_seed(check_int("--seed", "seed", args.seed, 0, SEED_MAX))
     if args.chunk_steps is not None:
         check_int("--chunk-steps", "chunk steps", args.chunk_steps, 1, MAX_STEPS)
-    source = args.input or "demo"
+    if len(sigmas) == 0:
+        raise ValueError(
+            f"--steps {args.steps}, --start {args.start}, --end {args.end} select no step (the window is "
+            "[start, min(steps, end))): use --start below both --steps and --end"
+        )
+    source = display_name(args.input) if args.input else "demo"
     latent = _fit(load_latent(args.input) if args.input else demo_latent(family), family, source)
-    _stream(args, family, latent, sigmas, key, _metadata(args, family, source, latent, sigmas))
+    metadata = _metadata(args, family, source, latent, sigmas)
+    _check_free_space(
+        args.out, latent_file_size((len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
+    )
+    _stream(args, family, latent, sigmas, key, metadata)
     steps, items = len(sigmas), latent.shape[0]
-    print(f"wrote {args.out}: {steps * items} latents of shape {latent.shape[1:]} ({steps} steps x {items})")
+    shape = latent.shape[1:]
+    print(
+        f"wrote {display_name(args.out)}: {steps * items} latents of shape {shape} ({steps} steps x {items})"
+    )
     for path in (args.preview, args.stats):
         if path:
-            print(f"wrote {path}")
+            print(f"wrote {display_name(path)}")
     return 0
 
 
@@ -249,7 +361,8 @@ def _metadata(args, family: Preset, source: str, latent: np.ndarray, sigmas: np.
 def _stream(args, family: Preset, latent: np.ndarray, sigmas: np.ndarray, key, metadata) -> None:
     """Compute the batch chunk by chunk into the `.latent` file and the image collectors.
 
-    Every output goes to a temporary file, renamed into place only once all are complete.
+    Every output goes to a temporary file, renamed into place only once all are complete. A
+    write error without a file name (ENOSPC, EFBIG) is reported with the output's name.
     """
     options = mode_noise_options(family.model_sampling, family.latent_format, args.mode)
     chunk = args.chunk_steps or chunk_steps_for(latent.shape)
@@ -257,28 +370,51 @@ def _stream(args, family: Preset, latent: np.ndarray, sigmas: np.ndarray, key, m
     progress = Progress(len(sigmas), enabled=len(sigmas) > chunk)
     with contextlib.ExitStack() as outputs:
         temp = {p: outputs.enter_context(atomic_path(p)) for p in (args.out, args.preview, args.stats) if p}
-        with open(temp[args.out], "wb") as f:
-            writer = LatentWriter(f, (len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
-            parts = noised_latents_chunks(
-                key, latent, sigmas, chunk_steps=chunk, normalize=args.normalize, coupling=args.coupling,
-                **options,
-            )  # fmt: skip
-            try:
-                for i, chunk_array in enumerate(parts):
-                    part = np.asarray(chunk_array)
-                    writer.write(part)
-                    for collector in collectors.values():
-                        collector.add(i * chunk, part)
-                    progress.update(min(len(sigmas), (i + 1) * chunk))
-            finally:
-                progress.close()
-            writer.finish()
+        with _naming_errors(args.out, temp[args.out]):
+            _write_batch(
+                args, latent, sigmas, key, metadata, temp[args.out], chunk, options, collectors, progress
+            )
         if args.preview:
-            collectors["preview"].image(family.latent_format).save(temp[args.preview], format="PNG")
+            with _naming_errors(args.preview, temp[args.preview]):
+                collectors["preview"].image(family.latent_format).save(temp[args.preview], format="PNG")
         if args.stats:
             title = (f"{family.name} {args.sampler}/{args.scheduler}, {args.steps} steps, mode {args.mode}, "
                      f"seed {args.seed}")  # fmt: skip
-            collectors["stats"].save(temp[args.stats], title)
+            with _naming_errors(args.stats, temp[args.stats]):
+                collectors["stats"].save(temp[args.stats], title)
+
+
+@contextlib.contextmanager
+def _naming_errors(path: str, temporary: str) -> Iterator[None]:
+    """OS errors of writing `temporary` (ENOSPC, EFBIG, ...) as errors of the output `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None or e.filename not in (None, temporary):
+            raise
+        raise OSError(e.errno, f"{e.strerror or os.strerror(e.errno)} (while writing it)", path) from None
+
+
+def _write_batch(
+    args, latent, sigmas, key, metadata, temporary, chunk, options, collectors, progress
+) -> None:
+    """The `.latent` file, chunk by chunk, each chunk also handed to the image collectors."""
+    with open(temporary, "wb") as f:
+        writer = LatentWriter(f, (len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
+        parts = noised_latents_chunks(
+            key, latent, sigmas, chunk_steps=chunk, normalize=args.normalize, coupling=args.coupling,
+            **options,
+        )  # fmt: skip
+        try:
+            for i, chunk_array in enumerate(parts):
+                part = np.asarray(chunk_array)
+                writer.write(part)
+                for collector in collectors.values():
+                    collector.add(i * chunk, part)
+                progress.update(min(len(sigmas), (i + 1) * chunk))
+        finally:
+            progress.close()
+        writer.finish()
 
 
 def _collectors(args, latent: np.ndarray, sigmas: np.ndarray, options: dict) -> dict:
