@@ -227,7 +227,7 @@ def _run(server, prompt: dict) -> dict:
     pytest.fail(f"no result for {prompt_id} within {RUN_TIMEOUT_S} s:\n{server.log_tail()}")
 
 
-def _workflow(seed: int, end_at_step: int = 10000, broken: bool = False) -> dict:
+def _workflow(seed: int, end_at_step: int = 10000, broken: bool = False, start_at_step: int = 0) -> dict:
     """Tiny SD1.5 MODEL -> the node on an EmptyLatentImage of batch 2 -> SaveLatent."""
     return {
         "1": {"class_type": "TinyModelForTests", "inputs": {"broken": broken}},
@@ -240,7 +240,7 @@ def _workflow(seed: int, end_at_step: int = 10000, broken: bool = False) -> dict
                 "sampler_name": "euler",
                 "scheduler": "karras",
                 "steps": 5,
-                "start_at_step": 0,
+                "start_at_step": start_at_step,
                 "end_at_step": end_at_step,
                 "normalize": False,
                 "seed": seed,
@@ -293,6 +293,15 @@ def test_server_reports_bad_input_and_keeps_serving(server):
     status, answer = _request(server.url + "/prompt", {"prompt": _workflow(seed=1, end_at_step=0)})
     assert status == 400 and answer["node_errors"]["3"]["class_type"] == NODE_ID
     assert any("end_at_step" in str(e) for e in answer["node_errors"]["3"]["errors"])
+    # end_at_step below start_at_step (each in range, so ComfyUI lets it through): the node
+    # refuses the empty window, and its one-line error naming both inputs is in /history.
+    entry = _run(server, _workflow(seed=4, start_at_step=3, end_at_step=2))
+    assert entry["status"]["status_str"] == "error"
+    ((_, error),) = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_type"] == NODE_ID and error["exception_type"].endswith("ValueError")
+    message = error["exception_message"].rstrip("\n")
+    assert "\n" not in message and message.startswith("JaxUnsampler_BatchUnsampler: ")
+    assert "start_at_step" in message and "end_at_step" in message
     # A MODEL the node cannot read: the run fails with the node's one-line error in /history.
     entry = _run(server, _workflow(seed=2, broken=True))
     assert entry["status"]["status_str"] == "error"
