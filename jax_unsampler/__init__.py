@@ -24,6 +24,8 @@ _EXPORTS = {
             "BETA_SCHEDULES",
             "COUPLINGS",
             "DISCARD_PENULTIMATE_SAMPLERS",
+            "INVERSION_SOLVERS",
+            "INVERSION_ZERO_SIGMA",
             "MAX_STEPS",
             "MODEL_TYPES",
             "MODES",
@@ -36,6 +38,7 @@ _EXPORTS = {
         "_names",
     ),  # fmt: skip
     "key_from_seed": "_keys",
+    "inverted_latents": "_inversion",
     "ksampler_sigmas": "_ksampler",
     "LatentFormat": "_latent_format",
     **dict.fromkeys(
@@ -51,6 +54,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from ._inversion import inverted_latents as inverted_latents
     from ._keys import key_from_seed as key_from_seed
     from ._ksampler import ksampler_sigmas as ksampler_sigmas
     from ._latent_format import LatentFormat as LatentFormat
@@ -61,6 +65,8 @@ if TYPE_CHECKING:
     from ._names import BETA_SCHEDULES as BETA_SCHEDULES
     from ._names import COUPLINGS as COUPLINGS
     from ._names import DISCARD_PENULTIMATE_SAMPLERS as DISCARD_PENULTIMATE_SAMPLERS
+    from ._names import INVERSION_SOLVERS as INVERSION_SOLVERS
+    from ._names import INVERSION_ZERO_SIGMA as INVERSION_ZERO_SIGMA
     from ._names import MAX_STEPS as MAX_STEPS
     from ._names import MODEL_TYPES as MODEL_TYPES
     from ._names import MODES as MODES
