@@ -249,8 +249,8 @@ def test_node_on_a_real_model_patcher_equals_the_jax_path(comfy, family, solver,
 
 
 @needs_comfyui
-def test_node_round_trip_with_comfyuis_own_euler_sampler(comfy):
-    """Sampling the top entry back down with ComfyUI's euler sampler returns to the latent."""
+def test_node_round_trip_with_comfyuis_own_heun_sampler(comfy):
+    """Sampling the top entry back down with ComfyUI's heun sampler returns to the latent."""
     import comfy.samplers
 
     patcher = _tiny_base_model(comfy, "sd15")
