@@ -24,7 +24,7 @@ DATA = pathlib.Path(__file__).parent / "data"
 # header says which modules were left out.
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 if not HAS_TORCH:
-    collect_ignore_glob = ["test_torch_bridge*.py", "test_comfyui_parity.py"]
+    collect_ignore_glob = ["test_torch_bridge*.py", "test_comfyui_*.py"]
 
 
 def pytest_report_header(config):
@@ -129,7 +129,13 @@ def stand_in_if_broken(*names: str) -> None:
 @pytest.fixture(scope="session")
 def comfy():
     """ComfyUI's modules that model sampling needs, imported from COMFYUI_PATH on the CPU."""
-    root = str(pathlib.Path(COMFYUI_PATH).expanduser().resolve())
+    return import_comfy(COMFYUI_PATH)
+
+
+def import_comfy(comfyui_path: str) -> types.SimpleNamespace:
+    """ComfyUI's modules that model sampling needs, imported from a checkout on the CPU (the
+    `comfy` fixture; also for scripts the tests run in a subprocess)."""
+    root = str(pathlib.Path(comfyui_path).expanduser().resolve())
     if root not in sys.path:
         sys.path.insert(0, root)
     stand_in_if_broken("torchvision")

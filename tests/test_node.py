@@ -12,11 +12,15 @@ GOLDEN = golden_sigmas()
 GROUPS = grouped(GOLDEN["node_cases"], "family", "scheduler")
 
 
-@pytest.mark.parametrize(("family", "scheduler"), list(GROUPS))
-def test_golden_node_sigmas(family, scheduler):
+# The first cases of every family and scheduler in the quick suite, the rest in the slow one
+# (each case's step count is a compilation).
+QUICK_CASES = 2
+
+
+def _check_golden_node(family, scheduler, cases):
     p = ju.preset(family)
     ms, scale = p.model_sampling, p.latent_scale_factor
-    for case in GROUPS[family, scheduler]:
+    for case in cases:
         got = ju.unsampler_sigmas(
             ms, case["sampler"], scheduler, case["steps"], case["start_at_step"], case["end_at_step"],
             latent_scale_factor=scale,
@@ -29,6 +33,17 @@ def test_golden_node_sigmas(family, scheduler):
             np.testing.assert_allclose(np.asarray(got), [float(ms.sigma_max) / scale], rtol=1e-6)
             continue
         assert_sigmas_close(got, expected, float(ms.sigma_max) / scale, context)
+
+
+@pytest.mark.parametrize(("family", "scheduler"), list(GROUPS))
+def test_golden_node_sigmas(family, scheduler):
+    _check_golden_node(family, scheduler, GROUPS[family, scheduler][:QUICK_CASES])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "scheduler"), list(GROUPS))
+def test_golden_node_sigmas_remaining_cases(family, scheduler):
+    _check_golden_node(family, scheduler, GROUPS[family, scheduler][QUICK_CASES:])
 
 
 def test_all_node_cases_are_covered():

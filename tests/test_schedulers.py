@@ -17,11 +17,18 @@ def _is_documented_kl_optimal_nan(case):
     return case["scheduler"] == "kl_optimal" and np.isnan(np.asarray(case["sigmas"], float)).any()
 
 
-@pytest.mark.parametrize(("family", "scheduler"), list(GROUPS))
-def test_golden_schedules(family, scheduler):
+# Every family and scheduler at these step counts in the quick suite (one step, a few, many:
+# the edge cases and the long tail); the other nine step counts in the slow sweep. Each step
+# count is a compilation, which is what makes the whole sweep slow.
+QUICK_STEPS = (1, 4, 100)
+
+
+def _check_golden(family, scheduler, quick):
     ms = ju.preset(family).model_sampling
     sigma_max = float(ms.sigma_max)
     for case in GROUPS[family, scheduler]:
+        if (case["steps"] in QUICK_STEPS) != quick:
+            continue
         got = ju.ksampler_sigmas(ms, case["sampler"], scheduler, case["steps"])
         context = f"{family}/{scheduler}/{case['sampler']}/{case['steps']}"
         if _is_documented_kl_optimal_nan(case):
@@ -30,6 +37,17 @@ def test_golden_schedules(family, scheduler):
             np.testing.assert_array_equal(np.asarray(got), [np.float32(sigma_max), 0.0])
             continue
         assert_sigmas_close(got, case["sigmas"], sigma_max, context)
+
+
+@pytest.mark.parametrize(("family", "scheduler"), list(GROUPS))
+def test_golden_schedules(family, scheduler):
+    _check_golden(family, scheduler, quick=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "scheduler"), list(GROUPS))
+def test_golden_schedules_at_every_other_step_count(family, scheduler):
+    _check_golden(family, scheduler, quick=False)
 
 
 def test_golden_names_and_orders():
@@ -72,6 +90,7 @@ def test_zero_steps_give_a_lone_zero(scheduler):
     np.testing.assert_array_equal(np.asarray(ju.calculate_sigmas(ms, scheduler, 0)), [0.0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ju.SCHEDULERS)
 def test_ten_thousand_steps(scheduler):
     """The node's default step count: finite, non-increasing and ending in 0."""

@@ -1,0 +1,307 @@
+"""The repository as a node pack inside a real ComfyUI: set COMFYUI_PATH to a checkout to run
+these (skipped otherwise).
+
+- A copy of the repository made by `git archive HEAD` (what a clone, ComfyUI-Manager or
+  `comfy node install` puts into `custom_nodes/`) is loaded by ComfyUI's own loader
+  (`nodes.load_custom_node`) in a fresh interpreter and computes a batch.
+- pyproject.toml parses with ComfyUI's `comfy_config.config_parser`.
+- The example workflows validate against the `INPUT_TYPES` of every node they use.
+- A real server: ComfyUI's `main.py --cpu` on a free 127.0.0.1 port, with a scratch
+  `custom_nodes/` holding the copy and a test-only node that returns a MODEL without weights
+  (tests/comfyui_tiny_model_node.py). Workflows go to `/prompt`, results come from `/history`.
+  The server is started and stopped by the module's fixture, every wait bounded.
+
+ComfyUI's start-up needs torchvision, torchaudio, kornia and spandrel; where they do not load
+beside the installed torch, stand-ins take their place (tests/comfyui_main.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import types
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from conftest import COMFYUI_PATH, comfy_patcher, needs_comfyui
+from ui_workflows import check_workflow, example_workflows
+
+pytestmark = needs_comfyui
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+NODE_ID = "JaxUnsampler_BatchUnsampler"
+PACK_NAME = "jax-unsampler"
+SD15_SCALE = 0.18215  # SD1.5's latent scale factor, the node's divisor in node mode
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    """The test's environment without PYTHONPATH (the worktree must not stand in for the copy)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_UNSAMPLER_NODE_API")}
+    return {**env, **extra}
+
+
+def git_archive_pack(custom_nodes: pathlib.Path) -> pathlib.Path:
+    """`git archive HEAD` of this repository unpacked as `custom_nodes/jax-unsampler`."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and a git checkout of this repository")
+    archive = custom_nodes.parent / "pack.tar"
+    command = ["git", "archive", "--format=tar", "-o", str(archive), "HEAD"]
+    subprocess.run(command, cwd=ROOT, check=True, timeout=120)
+    pack = custom_nodes / PACK_NAME
+    pack.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(pack, filter="data")
+    archive.unlink()
+    return pack
+
+
+def load_with_comfyui(pack: pathlib.Path, tmp: pathlib.Path, node_types=(), **env: str) -> tuple[dict, dict]:
+    """Runs tests/comfyui_load_node_pack.py: (its report, the arrays it saved)."""
+    out = tmp / "probe.npz"
+    done = subprocess.run(
+        [sys.executable, str(TESTS / "comfyui_load_node_pack.py"), COMFYUI_PATH, str(pack), str(out),
+         *node_types],
+        capture_output=True, text=True, timeout=600, cwd=tmp, env=_environment(**env),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    arrays = dict(np.load(out)) if out.exists() else {}
+    return json.loads(line.removeprefix("REPORT ")), arrays
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """The git-archive copy loaded by ComfyUI's loader, with the example workflows' node types."""
+    tmp = tmp_path_factory.mktemp("loader")
+    pack = git_archive_pack(tmp / "custom_nodes")
+    node_types = sorted({n["type"] for w in example_workflows().values() for n in w["nodes"]})
+    report, arrays = load_with_comfyui(pack, tmp, node_types)
+    return types.SimpleNamespace(pack=pack, report=report, arrays=arrays)
+
+
+def test_a_git_archive_in_custom_nodes_loads_and_computes(loaded):
+    report, pack = loaded.report, loaded.pack
+    assert report["loaded"] is True
+    assert report["added"] == [NODE_ID]
+    assert report["display_names"] == {NODE_ID: "Batch Unsampler (jax-unsampler)"}
+    # The copy's packages, not the worktree's or an installed one.
+    assert report["files"] == {
+        name: str(pack / name / "__init__.py") for name in ("jax_unsampler", "torch_bridge")
+    }  # fmt: skip
+    assert report["jax_after_load"] is False and report["jax_after_run"] is True
+    # The original node's formula with its torch noise: x repeated step-major plus
+    # sigma_i / scale * randn((steps * B, ...)) from a generator seeded with the seed, where
+    # sigma_i are ComfyUI's own KSampler sigmas, least noise first.
+    x, z, full = loaded.arrays["x"], loaded.arrays["z"], loaded.arrays["ksampler_sigmas"]
+    sigmas = (full[:6] / np.float32(SD15_SCALE))[::-1]
+    eps = torch.randn((6 * 2, 4, 3, 3), generator=torch.Generator().manual_seed(11)).numpy()
+    want = np.tile(x, (6, 1, 1, 1)) + sigmas.repeat(2)[:, None, None, None] * eps
+    assert z.shape == (12, 4, 3, 3)
+    np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))
+
+
+def test_the_example_workflows_validate_against_comfyuis_nodes(loaded):
+    node_types = loaded.report["input_types"]
+    missing = sorted(k for k, v in node_types.items() if v is None and k not in ("Note", "MarkdownNote"))
+    assert missing == []
+    node_types = {k: v for k, v in node_types.items() if v is not None}
+    for name, workflow in example_workflows().items():
+        # A checkpoint name is the user's; every other value must be one ComfyUI accepts.
+        problems = check_workflow(workflow, node_types, file_inputs={("CheckpointLoaderSimple", "ckpt_name")})
+        assert problems == [], name
+
+
+def test_the_v3_node_through_the_loader(tmp_path):
+    pack = git_archive_pack(tmp_path / "custom_nodes")
+    report, _ = load_with_comfyui(pack, tmp_path, JAX_UNSAMPLER_NODE_API="v3")
+    assert report["loaded"] is True and report["added"] == ["JaxUnsampler_BatchUnsamplerV3"]
+
+
+def test_pyproject_parses_with_comfyuis_config_parser(comfy):
+    pytest.importorskip("pydantic_settings")
+    from comfy_config import config_parser
+
+    config = config_parser.extract_node_configuration(str(ROOT))
+    assert config.project.name == "jax-unsampler"
+    assert config.project.urls.repository.startswith("https://github.com/")
+    assert config.tool_comfy.publisher_id and config.tool_comfy.display_name
+    assert config.tool_comfy.icon.startswith("https://")
+    assert config.tool_comfy.web is None  # no web folder to register
+
+
+# The server.
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, payload: dict | None = None, timeout: float = 30.0) -> tuple[int, object]:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+START_TIMEOUT_S = 300  # ComfyUI imports torch and its nodes on a small shared CPU
+RUN_TIMEOUT_S = 240  # the first run of the node imports and compiles JAX
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfyui-base")
+    custom = base / "custom_nodes"
+    git_archive_pack(custom)
+    shutil.copy(TESTS / "comfyui_tiny_model_node.py", custom / "tiny_model_for_tests.py")
+    port = _free_port()
+    log_path = base / "server.log"
+    command = [
+        sys.executable, str(TESTS / "comfyui_main.py"), COMFYUI_PATH, "--cpu",
+        "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+        "--database-url", "sqlite:///:memory:", "--disable-auto-launch",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=_environment(),
+            start_new_session=True,  # its own process group, for the kill below
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def log_tail() -> str:
+        return log_path.read_text(errors="replace")[-4000:]
+
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {process.returncode}:\n{log_tail()}")
+            try:
+                if _request(url + "/system_stats", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT_S} s:\n{log_tail()}")
+            time.sleep(1.0)
+        yield types.SimpleNamespace(url=url, base=base, log_tail=log_tail)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # what Ctrl-C does: ComfyUI shuts down
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: only its processes
+                process.wait(timeout=30)
+
+
+def _run(server, prompt: dict) -> dict:
+    """POSTs an API-format workflow and waits (bounded) for its /history entry."""
+    status, answer = _request(server.url + "/prompt", {"prompt": prompt})
+    assert status == 200 and answer["node_errors"] == {}, answer
+    prompt_id = answer["prompt_id"]
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _, history = _request(f"{server.url}/history/{prompt_id}")
+        entry = history.get(prompt_id) if isinstance(history, dict) else None
+        if entry and entry.get("status", {}).get("completed") is not None:
+            if entry["status"]["status_str"] in ("success", "error"):
+                return entry
+        time.sleep(0.5)
+    pytest.fail(f"no result for {prompt_id} within {RUN_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+def _workflow(seed: int, end_at_step: int = 10000, broken: bool = False) -> dict:
+    """Tiny SD1.5 MODEL -> the node on an EmptyLatentImage of batch 2 -> SaveLatent."""
+    return {
+        "1": {"class_type": "TinyModelForTests", "inputs": {"broken": broken}},
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
+        "3": {
+            "class_type": NODE_ID,
+            "inputs": {
+                "model": ["1", 0],
+                "latent_image": ["2", 0],
+                "sampler_name": "euler",
+                "scheduler": "karras",
+                "steps": 5,
+                "start_at_step": 0,
+                "end_at_step": end_at_step,
+                "normalize": False,
+                "seed": seed,
+                "noise_source": "torch",
+                "mode": "node",
+                "coupling": "independent",
+            },
+        },
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": f"jaxu/{seed}"}},
+    }
+
+
+def _load_latent(path: pathlib.Path) -> np.ndarray:
+    """A .latent file as ComfyUI's LoadLatent reads it."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    multiplier = 1.0 if "latent_format_version_0" in tensors else 1.0 / SD15_SCALE
+    return tensors["latent_tensor"].astype(np.float32) * np.float32(multiplier)
+
+
+def test_server_lists_the_example_workflows_as_templates(server):
+    status, templates = _request(server.url + "/workflow_templates")
+    assert status == 200
+    assert sorted(templates[PACK_NAME]) == sorted(name.removesuffix(".json") for name in example_workflows())
+    status, served = _request(f"{server.url}/api/workflow_templates/{PACK_NAME}/unsample_and_preview.json")
+    assert status == 200 and served == example_workflows()["unsample_and_preview.json"]
+    status, info = _request(f"{server.url}/object_info/{NODE_ID}")
+    assert status == 200 and info[NODE_ID]["python_module"] == f"custom_nodes.{PACK_NAME}"
+
+
+def test_server_runs_the_node_and_saves_the_batch(server, comfy):
+    entry = _run(server, _workflow(seed=7))
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    (saved,) = entry["outputs"]["4"]["latents"]
+    latent = _load_latent(server.base / "output" / saved["subfolder"] / saved["filename"])
+    assert latent.shape == (5 * 2, 4, 8, 8) and latent.dtype == np.float32
+    # EmptyLatentImage is zeros, so each entry is sigma_i / scale times the original's torch
+    # noise, sigma_i from ComfyUI's own KSampler for an SD1.5 model sampling, least noise first.
+    patcher = comfy_patcher(comfy, "sd15")
+    ks = comfy.samplers.KSampler(patcher, 5, "cpu", sampler="euler", scheduler="karras", denoise=1.0)
+    sigmas = (ks.sigmas[:5].float().numpy() / np.float32(SD15_SCALE))[::-1]
+    eps = torch.randn((10, 4, 8, 8), generator=torch.Generator().manual_seed(7)).numpy()
+    want = sigmas.repeat(2)[:, None, None, None] * eps
+    np.testing.assert_allclose(latent, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))
+
+
+def test_server_reports_bad_input_and_keeps_serving(server):
+    # Outside the node's range: ComfyUI's validation answers /prompt with the node's error.
+    status, answer = _request(server.url + "/prompt", {"prompt": _workflow(seed=1, end_at_step=0)})
+    assert status == 400 and answer["node_errors"]["3"]["class_type"] == NODE_ID
+    assert any("end_at_step" in str(e) for e in answer["node_errors"]["3"]["errors"])
+    # A MODEL the node cannot read: the run fails with the node's one-line error in /history.
+    entry = _run(server, _workflow(seed=2, broken=True))
+    assert entry["status"]["status_str"] == "error"
+    ((_, error),) = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_type"] == NODE_ID and error["exception_type"].endswith("ValueError")
+    # ComfyUI sends "{exception}\n{tips}" (no tips for a ValueError): the message is one line.
+    message = error["exception_message"].rstrip("\n")
+    assert "\n" not in message
+    assert message.startswith("model_sampling_from_comfy: cannot find a model_sampling")
+    assert "expected a ComfyUI MODEL" in message
+    # And the server still runs good workflows.
+    assert _run(server, _workflow(seed=3))["status"]["status_str"] == "success"
