@@ -112,8 +112,12 @@ def test_the_checkout_wins_over_an_older_installed_copy(tmp_path):
     out["comfy_entrypoint"] = hasattr(module, "comfy_entrypoint")
     """
     out = probe(pack, body, env={"PYTHONPATH": str(site)})
-    assert out["nodes"] == {NODE_ID: "torch_bridge._node"}
-    assert out["display"] == {NODE_ID: "Batch Unsampler (jax-unsampler)"}
+    inversion = "JaxUnsampler_InvertedBatchUnsampler"
+    assert out["nodes"] == {NODE_ID: "torch_bridge._node", inversion: "torch_bridge._inversion_node"}
+    assert out["display"] == {
+        NODE_ID: "Batch Unsampler (jax-unsampler)",
+        inversion: "Inverted Batch Unsampler (jax-unsampler)",
+    }
     assert out["files"] == [
         str(pack / "jax_unsampler" / "__init__.py"),
         str(pack / "torch_bridge" / "__init__.py"),
