@@ -283,3 +283,18 @@ def test_node_without_steps_loads_no_model(comfy):
     torch.testing.assert_close(one["samples"], latent["samples"])
     (none,) = run_node(tb.InvertedBatchUnsamplerJax, patcher, [], [], "euler", "simple", 5, 5, 5, latent)
     assert none["samples"].shape == (0, 4, 2, 2)
+
+
+@needs_comfyui
+def test_node_normalize_and_latent_keys(comfy):
+    """normalize: the BatchUnsampler's rule, one scalar (the mean of the first entry) subtracted
+    from every entry; other LATENT keys carried, noise_mask expanded with the batch."""
+    patcher = _tiny_base_model(comfy, "sd15")
+    latent = {"samples": _latent((2, 4, 2, 3), seed=6) + 1.0, "noise_mask": torch.rand(2, 2, 3), "type": "x"}
+    args = (tb.InvertedBatchUnsamplerJax, patcher, POS, NEG, "euler", "karras", 5, 1, 5, latent)
+    (plain,) = run_node(*args, False)
+    (normed,) = run_node(*args, True)
+    shift = plain["samples"][0].mean()
+    assert abs(float(shift)) > 0.5
+    torch.testing.assert_close(normed["samples"], plain["samples"] - shift)
+    assert normed["type"] == "x" and normed["noise_mask"].shape == (4 * 2, 2, 3)
