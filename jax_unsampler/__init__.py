@@ -37,6 +37,7 @@ _EXPORTS = {
         ),
         "_names",
     ),  # fmt: skip
+    **dict.fromkeys(("ModelDenoiser", "denoiser_from_model"), "_denoisers"),
     "key_from_seed": "_keys",
     "inverted_latents": "_inversion",
     "ksampler_sigmas": "_ksampler",
@@ -48,12 +49,15 @@ _EXPORTS = {
     "unsampler_sigmas": "_node",
     **dict.fromkeys(("noised_latents", "noised_latents_chunks", "noised_latents_from_noise"), "_noise"),
     **dict.fromkeys(("Preset", "preset", "presets"), "_presets"),
+    **dict.fromkeys(("MIXING_SAMPLERS", "sample"), "_samplers"),
     "calculate_sigmas": "_schedulers",
     "batch_unsample": "_unsample",
     **dict.fromkeys(("load_latent", "save_latent"), "latent_file"),
 }
 
 if TYPE_CHECKING:
+    from ._denoisers import ModelDenoiser as ModelDenoiser
+    from ._denoisers import denoiser_from_model as denoiser_from_model
     from ._inversion import inverted_latents as inverted_latents
     from ._keys import key_from_seed as key_from_seed
     from ._ksampler import ksampler_sigmas as ksampler_sigmas
@@ -82,6 +86,8 @@ if TYPE_CHECKING:
     from ._presets import Preset as Preset
     from ._presets import preset as preset
     from ._presets import presets as presets
+    from ._samplers import MIXING_SAMPLERS as MIXING_SAMPLERS
+    from ._samplers import sample as sample
     from ._schedulers import calculate_sigmas as calculate_sigmas
     from ._unsample import batch_unsample as batch_unsample
     from .latent_file import load_latent as load_latent
