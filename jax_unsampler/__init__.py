@@ -24,6 +24,8 @@ _EXPORTS = {
             "BETA_SCHEDULES",
             "COUPLINGS",
             "DISCARD_PENULTIMATE_SAMPLERS",
+            "INVERSION_SOLVERS",
+            "INVERSION_ZERO_SIGMA",
             "MAX_STEPS",
             "MODEL_TYPES",
             "MODES",
@@ -35,7 +37,9 @@ _EXPORTS = {
         ),
         "_names",
     ),  # fmt: skip
+    **dict.fromkeys(("ModelDenoiser", "denoiser_from_model"), "_denoisers"),
     "key_from_seed": "_keys",
+    "inverted_latents": "_inversion",
     "ksampler_sigmas": "_ksampler",
     "LatentFormat": "_latent_format",
     **dict.fromkeys(
@@ -45,12 +49,16 @@ _EXPORTS = {
     "unsampler_sigmas": "_node",
     **dict.fromkeys(("noised_latents", "noised_latents_chunks", "noised_latents_from_noise"), "_noise"),
     **dict.fromkeys(("Preset", "preset", "presets"), "_presets"),
+    **dict.fromkeys(("MIXING_SAMPLERS", "sample"), "_samplers"),
     "calculate_sigmas": "_schedulers",
     "batch_unsample": "_unsample",
     **dict.fromkeys(("load_latent", "save_latent"), "latent_file"),
 }
 
 if TYPE_CHECKING:
+    from ._denoisers import ModelDenoiser as ModelDenoiser
+    from ._denoisers import denoiser_from_model as denoiser_from_model
+    from ._inversion import inverted_latents as inverted_latents
     from ._keys import key_from_seed as key_from_seed
     from ._ksampler import ksampler_sigmas as ksampler_sigmas
     from ._latent_format import LatentFormat as LatentFormat
@@ -61,6 +69,8 @@ if TYPE_CHECKING:
     from ._names import BETA_SCHEDULES as BETA_SCHEDULES
     from ._names import COUPLINGS as COUPLINGS
     from ._names import DISCARD_PENULTIMATE_SAMPLERS as DISCARD_PENULTIMATE_SAMPLERS
+    from ._names import INVERSION_SOLVERS as INVERSION_SOLVERS
+    from ._names import INVERSION_ZERO_SIGMA as INVERSION_ZERO_SIGMA
     from ._names import MAX_STEPS as MAX_STEPS
     from ._names import MODEL_TYPES as MODEL_TYPES
     from ._names import MODES as MODES
@@ -76,6 +86,8 @@ if TYPE_CHECKING:
     from ._presets import Preset as Preset
     from ._presets import preset as preset
     from ._presets import presets as presets
+    from ._samplers import MIXING_SAMPLERS as MIXING_SAMPLERS
+    from ._samplers import sample as sample
     from ._schedulers import calculate_sigmas as calculate_sigmas
     from ._unsample import batch_unsample as batch_unsample
     from .latent_file import load_latent as load_latent

@@ -53,6 +53,12 @@ MODES = ("node", "model")
 """`"node"`: the original node's `x + sigma / scale_factor * eps`. `"model"`: what ComfyUI feeds
 the model at each of its own sigmas (its noise scaling, in the latent format's space)."""
 
+INVERSION_SOLVERS = ("euler", "heun")
+"""The ODE solvers of `inverted_latents`: Euler (one denoiser call a step) and Heun (two)."""
+
+INVERSION_ZERO_SIGMA = 1e-4
+"""Where a step that starts at sigma 0 evaluates the denoiser (see `inverted_latents`)."""
+
 MAX_STEPS = 10000
 """The largest step count or step bound the ComfyUI node accepts."""
 

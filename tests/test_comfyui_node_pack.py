@@ -42,6 +42,7 @@ pytestmark = needs_comfyui
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 NODE_ID = "JaxUnsampler_BatchUnsampler"
+INVERSION_NODE_ID = "JaxUnsampler_InvertedBatchUnsampler"
 PACK_NAME = "jax-unsampler"
 SD15_SCALE = 0.18215  # SD1.5's latent scale factor, the node's divisor in node mode
 
@@ -94,8 +95,11 @@ def loaded(tmp_path_factory):
 def test_a_git_archive_in_custom_nodes_loads_and_computes(loaded):
     report, pack = loaded.report, loaded.pack
     assert report["loaded"] is True
-    assert report["added"] == [NODE_ID]
-    assert report["display_names"] == {NODE_ID: "Batch Unsampler (jax-unsampler)"}
+    assert sorted(report["added"]) == [NODE_ID, INVERSION_NODE_ID]
+    assert report["display_names"] == {
+        NODE_ID: "Batch Unsampler (jax-unsampler)",
+        INVERSION_NODE_ID: "Inverted Batch Unsampler (jax-unsampler)",
+    }
     # The copy's packages, not the worktree's or an installed one.
     assert report["files"] == {
         name: str(pack / name / "__init__.py") for name in ("jax_unsampler", "torch_bridge")

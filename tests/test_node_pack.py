@@ -112,8 +112,12 @@ def test_the_checkout_wins_over_an_older_installed_copy(tmp_path):
     out["comfy_entrypoint"] = hasattr(module, "comfy_entrypoint")
     """
     out = probe(pack, body, env={"PYTHONPATH": str(site)})
-    assert out["nodes"] == {NODE_ID: "torch_bridge._node"}
-    assert out["display"] == {NODE_ID: "Batch Unsampler (jax-unsampler)"}
+    inversion = "JaxUnsampler_InvertedBatchUnsampler"
+    assert out["nodes"] == {NODE_ID: "torch_bridge._node", inversion: "torch_bridge._inversion_node"}
+    assert out["display"] == {
+        NODE_ID: "Batch Unsampler (jax-unsampler)",
+        inversion: "Inverted Batch Unsampler (jax-unsampler)",
+    }
     assert out["files"] == [
         str(pack / "jax_unsampler" / "__init__.py"),
         str(pack / "torch_bridge" / "__init__.py"),
@@ -234,8 +238,9 @@ def test_requirements_txt_cannot_replace_comfyuis_torch_or_pin_numpy():
 def _our_node_types() -> dict:
     from torch_bridge import NODE_CLASS_MAPPINGS
 
-    cls = NODE_CLASS_MAPPINGS[NODE_ID]
-    return {NODE_ID: {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES)}}
+    return {
+        k: {"input": c.INPUT_TYPES(), "output": list(c.RETURN_TYPES)} for k, c in NODE_CLASS_MAPPINGS.items()
+    }
 
 
 def _problems_of_our_node(workflow: dict) -> list[str]:
@@ -248,12 +253,27 @@ def test_example_workflows_use_the_node_with_valid_inputs():
     assert len(workflows) >= 2
     for name, workflow in workflows.items():
         types = [node["type"] for node in workflow["nodes"]]
-        assert NODE_ID in types, name
+        assert {NODE_ID, "JaxUnsampler_InvertedBatchUnsampler"} & set(types), name
         assert _problems_of_our_node(workflow) == [], name
     preview = workflows["unsample_and_preview.json"]
     assert {"SaveLatent", "VAEDecode", "PreviewImage"} <= {n["type"] for n in preview["nodes"]}
-    resample = workflows["unsample_then_resample.json"]
-    assert {"KSamplerAdvanced", "LatentFromBatch", "Note"} <= {n["type"] for n in resample["nodes"]}
+    for name in ("unsample_then_resample.json", "invert_then_resample.json"):
+        assert {"KSamplerAdvanced", "LatentFromBatch", "Note"} <= {
+            n["type"] for n in workflows[name]["nodes"]
+        }
+
+
+def test_the_inversion_workflow_samples_back_from_its_top_entry_at_cfg_1():
+    nodes = {n["type"]: n for n in example_workflows()["invert_then_resample.json"]["nodes"]}
+    node = "JaxUnsampler_InvertedBatchUnsampler"
+    sampler_name, scheduler, steps, start, end, _, cfg, solver = nodes[node]["widgets_values"]
+    add_noise, _, _, k_steps, k_cfg, k_sampler, k_scheduler, k_start, k_end, _ = nodes["KSamplerAdvanced"][
+        "widgets_values"
+    ]
+    assert add_noise == "disable" and (k_steps, k_start) == (steps, start) and end >= steps and k_end >= steps
+    assert (k_sampler, k_scheduler) == (sampler_name, scheduler) and solver in ("euler", "heun")
+    assert cfg == k_cfg == 1.0
+    assert nodes["LatentFromBatch"]["widgets_values"] == [steps - start - 1, 1]
 
 
 def test_the_second_workflow_picks_the_entry_the_sampler_starts_from():

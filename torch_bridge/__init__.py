@@ -5,13 +5,17 @@
 - `model_sampling_from_comfy`, `latent_scale_factor`, `latent_format_from_comfy`: a ComfyUI
   MODEL read as jax_unsampler objects (no ComfyUI import needed).
 - `noised_latents_torch`: the original BatchUnsampler's torch-seeded noise, applied in JAX.
-- `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI node.
+- `inverted_latents_torch`: `jax_unsampler.inverted_latents` around a torch denoiser.
+- `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI nodes, Batch Unsampler and
+  Inverted Batch Unsampler (`inverted_batch_unsample_comfy`: the batch of an ODE inversion
+  with the MODEL).
 - `torch_bridge.comfy_v3`: the same node for ComfyUI's V3 API (`comfy_entrypoint`); it imports
   `comfy_api`, so it is imported only inside ComfyUI, never by this package.
 
 Importing this package imports torch, never JAX: JAX loads on first use.
 """
 
+from . import _inversion_node, _node
 from ._comfy_model import comfy_model_object as comfy_model_object
 from ._comfy_model import latent_format_from_comfy as latent_format_from_comfy
 from ._comfy_model import latent_scale_factor as latent_scale_factor
@@ -22,10 +26,22 @@ from ._convert import latent_with_samples as latent_with_samples
 from ._convert import to_jax as to_jax
 from ._convert import to_torch as to_torch
 from ._install import install_comfyui_node as install_comfyui_node
-from ._node import NODE_CLASS_MAPPINGS as NODE_CLASS_MAPPINGS
-from ._node import NODE_DISPLAY_NAME_MAPPINGS as NODE_DISPLAY_NAME_MAPPINGS
+from ._inversion import inverted_latents_torch as inverted_latents_torch
+from ._inversion_node import INVERSION_NODE_ID as INVERSION_NODE_ID
+from ._inversion_node import InvertedBatchUnsamplerJax as InvertedBatchUnsamplerJax
+from ._inversion_node import inverted_batch_unsample_comfy as inverted_batch_unsample_comfy
 from ._node import NODE_ID as NODE_ID
 from ._node import BatchUnsamplerJax as BatchUnsamplerJax
 from ._node import batch_unsample_comfy as batch_unsample_comfy
 from ._noise import noised_latents_torch as noised_latents_torch
 from ._noise import torch_noise as torch_noise
+
+NODE_CLASS_MAPPINGS = {
+    **_node.NODE_CLASS_MAPPINGS,
+    _inversion_node.INVERSION_NODE_ID: _inversion_node.InvertedBatchUnsamplerJax,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    **_node.NODE_DISPLAY_NAME_MAPPINGS,
+    _inversion_node.INVERSION_NODE_ID: _inversion_node.INVERSION_DISPLAY_NAME,
+}
+"""Every V1 node of the package, by id, for ComfyUI (and the display names)."""

@@ -1,0 +1,214 @@
+"""ComfyUI's Euler, DPM++ 2M and LCM samplers (its k-diffusion code) as `lax.scan` loops.
+
+A denoiser is `denoiser(x, sigma) -> denoised` with `sigma` of shape `(B,)` (k-diffusion's
+convention). `sample` runs the plain samplers; `_mixing.py` runs the same steps with a blend
+after each (the iterative mixing of ComfyUI-Iterative-Mixer), so the steps live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from ._names import NOISE_SCALINGS
+from ._noise import apply_noise
+from ._validation import check_choice
+
+Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
+
+MIXING_SAMPLERS = ("euler", "dpmpp_2m", "lcm")
+"""The samplers `sample` and `iterative_mixing_sample` offer (ComfyUI's names)."""
+
+
+class Step(NamedTuple):
+    """What one step reads: its index and the sigmas before, at and after it."""
+
+    i: jax.Array
+    sigma_prev: jax.Array
+    sigma: jax.Array
+    sigma_next: jax.Array
+
+
+def _per_item(sigma: jax.Array, ndim: int) -> jax.Array:
+    return sigma.reshape((1,) * ndim)
+
+
+def call_denoiser(fn: str, denoiser: Denoiser, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    """`denoiser(x, sigma * ones(B))`, checked to return x's shape."""
+    out = denoiser(x, jnp.broadcast_to(sigma, (x.shape[0],)))
+    if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
+        got = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"{fn}: denoiser returned shape {got}; it must return the latent's shape {x.shape}")
+    return jnp.asarray(out, x.dtype)
+
+
+def euler_step(x: jax.Array, denoised: jax.Array, step: Step) -> jax.Array:
+    """k-diffusion's Euler step (no churn): `x + (x - denoised) / sigma * (sigma_next - sigma)`."""
+    d = (x - denoised) / _per_item(step.sigma, x.ndim)
+    return x + d * _per_item(step.sigma_next - step.sigma, x.ndim)
+
+
+def dpmpp_2m_step(x: jax.Array, denoised: jax.Array, old_denoised: jax.Array, step: Step) -> jax.Array:
+    """k-diffusion's DPM-Solver++(2M) step; first order on the first step and onto sigma 0."""
+    t, t_next = -jnp.log(step.sigma), -jnp.log(step.sigma_next)
+    h = t_next - t
+    ratio = _per_item(jnp.exp(-t_next) / jnp.exp(-t), x.ndim)
+    gain = _per_item(jnp.expm1(-h), x.ndim)
+    r = (t - -jnp.log(step.sigma_prev)) / h
+    half = 1 / (2 * r)
+    second = (1 + half) * denoised - half * old_denoised
+    first_order = (step.i == 0) | (step.sigma_next == 0)
+    return ratio * x - gain * jnp.where(first_order, denoised, second)
+
+
+def lcm_renoise(x: jax.Array, noise: jax.Array, step: Step, scaling: str) -> jax.Array:
+    """Where `sigma_next > 0`: the model's noise scaling of `noise` at `sigma_next` onto `x`."""
+    renoised = apply_noise(x, noise * step.sigma_next, step.sigma_next, scaling)
+    return jnp.where(step.sigma_next > 0, renoised, x)
+
+
+def steps_of(sigmas: jax.Array, start: int = 0) -> Step:
+    """The per-step inputs of a scan over `sigmas` (step indices counted from `start`)."""
+    n = sigmas.shape[0] - 1
+    prev = jnp.concatenate([sigmas[:1], sigmas[:-2]])
+    return Step(jnp.arange(start, start + n), prev, sigmas[:-1], sigmas[1:])
+
+
+def step_noise(
+    key: jax.Array | None, noise: jax.Array | None, index: jax.Array, like: jax.Array
+) -> jax.Array:
+    """The step's standard normal noise: a given table's row, or drawn from `key` folded with
+    the step index."""
+    if noise is not None:
+        return jnp.asarray(noise)[index]
+    assert key is not None
+    return jax.random.normal(jax.random.fold_in(key, index), like.shape, like.dtype)
+
+
+def is_concrete(x: object) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_key(fn: str, key: object) -> jax.Array:
+    """A typed or raw PRNG key as an array (raw uint32 keys accepted as jax.random takes them)."""
+    try:
+        arr = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    except TypeError:
+        arr = None
+    if arr is None or not (jnp.issubdtype(arr.dtype, jax.dtypes.prng_key) or arr.dtype == jnp.uint32):
+        raise ValueError(
+            f"{fn}: key must be a JAX PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
+            f"got {key!r}"
+        )
+    return arr
+
+
+def check_sigmas(fn: str, sigmas: ArrayLike) -> jax.Array:
+    """1-D float32 sigmas, at least two; descending (non-increasing), finite and >= 0 when concrete."""
+    s = jnp.asarray(sigmas, jnp.float32)
+    if s.ndim != 1 or s.shape[0] < 2:
+        raise ValueError(f"{fn}: sigmas must be 1-D with at least 2 entries (one step), got shape {s.shape}")
+    if is_concrete(s):
+        v = np.asarray(s)
+        if not np.all(np.isfinite(v)) or np.any(v < 0):
+            raise ValueError(f"{fn}: sigmas must be finite and >= 0, got {v.tolist()}")
+        if np.any(np.diff(v) > 0):
+            raise ValueError(
+                f"{fn}: sigmas must be descending (noisiest first, as KSampler gives them), got {v.tolist()}"
+            )
+    return s
+
+
+def check_latent(fn: str, what: str, x: ArrayLike) -> jax.Array:
+    arr = jnp.asarray(x)
+    if arr.ndim < 2 or not jnp.issubdtype(arr.dtype, jnp.floating):
+        raise ValueError(
+            f"{fn}: {what} must be a floating (B, ...) array of at least 2 dimensions, "
+            f"got shape {arr.shape} and dtype {arr.dtype}"
+        )
+    return arr
+
+
+def _needs_lcm_noise(sigmas: jax.Array) -> bool:
+    return not is_concrete(sigmas) or bool(np.any(np.asarray(sigmas)[1:] > 0))
+
+
+def sample_scan(
+    fn: str,
+    denoiser: Denoiser,
+    x: jax.Array,
+    sigmas: jax.Array,
+    sampler: str,
+    *,
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
+    noise_scaling: str = "eps",
+) -> jax.Array:
+    """The plain sampler loop (names checked by the caller)."""
+    steps = steps_of(sigmas)
+
+    def body(carry: tuple[jax.Array, jax.Array], step: Step) -> tuple[tuple[jax.Array, jax.Array], None]:
+        x, old = carry
+        denoised = call_denoiser(fn, denoiser, x, step.sigma)
+        if sampler == "euler":
+            x = euler_step(x, denoised, step)
+        elif sampler == "dpmpp_2m":
+            x = dpmpp_2m_step(x, denoised, old, step)
+        else:
+            x = lcm_renoise(denoised, step_noise(key, noise, step.i, x), step, noise_scaling)
+        return (x, denoised), None
+
+    (x, _), _ = jax.lax.scan(body, (x, jnp.zeros_like(x)), steps)
+    return x
+
+
+def sample(
+    denoiser: Denoiser,
+    latent_or_noise: ArrayLike,
+    sigmas: ArrayLike,
+    *,
+    sampler: str,
+    key: jax.Array | None = None,
+    noise_scaling: str | None = None,
+) -> jax.Array:
+    """Sample along `sigmas` with ComfyUI's Euler, DPM++ 2M or LCM sampler (no mixing).
+
+    The steps are those of ComfyUI's `comfy/k_diffusion/sampling.py` (`sample_euler` without
+    churn, `sample_dpmpp_2m`, `sample_lcm`), run as one `lax.scan`.
+
+    **Arguments:**
+
+    - `denoiser`: `denoiser(x, sigma) -> denoised`, `sigma` of shape `(B,)`, returning `x`'s
+      shape (e.g. from `denoiser_from_model`).
+    - `latent_or_noise`: the `(B, ...)` start at `sigmas[0]`, as ComfyUI hands it to the
+      sampler (for text-to-image: the model's noise scaling of noise at `sigmas[0]`).
+    - `sigmas`: descending noise levels, as KSampler gives them (usually ending in 0).
+    - `sampler`: `"euler"`, `"dpmpp_2m"` or `"lcm"` (static).
+    - `key`: the PRNG key of LCM's fresh noise (step `i` draws from `fold_in(key, i)`);
+      required for `"lcm"` when some `sigmas[i+1] > 0` (always when `sigmas` are traced).
+    - `noise_scaling`: how LCM re-noises, `"eps"` (`x + sigma * eps`) or `"const"` (rectified
+      flow); default: the denoiser's own when it comes from `denoiser_from_model`, else `"eps"`.
+
+    **Returns:** the sampled latent, `latent_or_noise`'s shape, float32.
+    """
+    fn = "sample"
+    sampler = check_choice(fn, "sampler", sampler, MIXING_SAMPLERS)
+    if noise_scaling is None:
+        noise_scaling = getattr(denoiser, "noise_scaling", "eps")
+    scaling = check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
+    if not callable(denoiser):
+        raise ValueError(
+            f"{fn}: denoiser must be callable as denoiser(x, sigma), got {type(denoiser).__name__}"
+        )
+    x = check_latent(fn, "latent_or_noise", latent_or_noise).astype(jnp.float32)
+    s = check_sigmas(fn, sigmas)
+    if sampler == "lcm" and _needs_lcm_noise(s):
+        if key is None:
+            raise ValueError(f"{fn}: sampler 'lcm' draws fresh noise: pass key= (e.g. jax.random.key(0))")
+        key = check_key(fn, key)
+    return sample_scan(fn, denoiser, x, s, sampler, key=key, noise_scaling=scaling)

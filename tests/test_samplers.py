@@ -1,0 +1,90 @@
+"""ju.sample against ComfyUI's own sample_euler / sample_dpmpp_2m / sample_lcm (recorded)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from mixing_toys import gaussian_denoiser, recorded, toy
+
+import jax_unsampler as ju
+from jax_unsampler._samplers import sample_scan
+
+CASES = recorded("sampler")
+
+
+def _close(got, expected):
+    """Within 1e-4 of the latent's scale (float32 rounding over up to 30 steps)."""
+    scale = float(np.max(np.abs(expected))) or 1.0
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{r['sampler']}-{r['toy']}-{r['steps']}" for r, _ in CASES])
+def test_matches_comfyui(case, jit):
+    r, a = case
+    den = toy(r["toy"], a["mu"])
+    if r["sampler"] == "lcm":  # torch's noise, drawn as sample_lcm draws it, fed in by step
+        run = lambda x, s, n: sample_scan("sample", den, jnp.asarray(x), jnp.asarray(s), "lcm", noise=n)  # noqa: E731
+        got = (jax.jit(run) if jit else run)(a["x"], a["sigmas"], a["noise"])
+    else:
+        run = lambda x, s: ju.sample(den, x, s, sampler=r["sampler"])  # noqa: E731
+        got = (jax.jit(run) if jit else run)(a["x"], a["sigmas"])
+    _close(got, a["out"])
+
+
+def test_lcm_keyed_noise_is_per_step_and_scaled():
+    # One step from sigma 2 to 1 with a denoiser returning 0: x = 1 * eps, eps ~ N(0, 1).
+    x = jnp.zeros((4, 8, 16, 16))
+    out = ju.sample(
+        lambda x, s: jnp.zeros_like(x), x, jnp.array([2.0, 1.0]), sampler="lcm", key=jax.random.key(0)
+    )
+    # 4096 draws: the sample std is within 5% of 1 (its standard error is 1/sqrt(2*4096) ~ 1.1%).
+    assert abs(float(jnp.std(out)) - 1.0) < 0.05
+    const = ju.sample(
+        lambda x, s: jnp.ones_like(x), x, jnp.array([2.0, 0.25]), sampler="lcm", key=jax.random.key(0),
+        noise_scaling="const",
+    )  # fmt: skip
+    np.testing.assert_allclose(const, 0.75 + (out / 1.0) * 0.25, rtol=1e-5, atol=1e-6)
+
+
+def test_no_recompile_for_new_values():
+    den = gaussian_denoiser(jnp.zeros((3, 4, 4)))
+    run = jax.jit(lambda x, s: ju.sample(den, x, s, sampler="dpmpp_2m"))
+    x = jnp.ones((1, 3, 4, 4))
+    run(x, jnp.array([3.0, 1.0, 0.0]))
+    before = run._cache_size()
+    run(x * 2, jnp.array([5.0, 2.0, 0.0]))
+    assert run._cache_size() == before
+
+
+def test_any_rank_and_batch():
+    den = gaussian_denoiser(0.0)
+    s = jnp.array([4.0, 1.0, 0.0])
+    for shape in [(3, 5), (2, 4, 6), (2, 4, 3, 5, 5)]:
+        x = jnp.ones(shape)
+        out = ju.sample(den, x, s, sampler="euler")
+        assert out.shape == shape
+        # Per item: each batch item alone gives the same.
+        np.testing.assert_allclose(out[1:], ju.sample(den, x[1:], s, sampler="euler"), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"sampler": "heun"}, "sample: unknown sampler 'heun'.*valid choices: euler, dpmpp_2m, lcm"),
+        ({"sampler": "euler", "sigmas": [0.0, 1.0]}, "sample: sigmas must be descending"),
+        ({"sampler": "euler", "sigmas": [1.0]}, "sample: sigmas must be 1-D with at least 2"),
+        ({"sampler": "lcm"}, "sample: sampler 'lcm' draws fresh noise: pass key="),
+        ({"sampler": "lcm", "key": 3}, "sample: key must be a JAX PRNG key"),
+        ({"sampler": "euler", "noise_scaling": "flow"}, "sample: unknown noise_scaling 'flow'"),
+        ({"sampler": "euler", "denoiser": lambda x, s: x[:1]}, r"sample: denoiser returned shape \(1, 3\)"),
+        ({"sampler": "euler", "latent_or_noise": jnp.ones(3)}, "sample: latent_or_noise must be"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    args = {"denoiser": lambda x, s: x, "latent_or_noise": jnp.ones((2, 3)), "sigmas": [2.0, 1.0, 0.0]}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ju.sample(args.pop("denoiser"), args.pop("latent_or_noise"), args.pop("sigmas"), **args)

@@ -1,0 +1,300 @@
+"""The torch inversion and the Inverted Batch Unsampler node against `jax_unsampler.inverted_latents`.
+
+Both sides get the same analytic denoiser (written twice, in torch and in JAX, here). With
+`COMFYUI_PATH`, the node runs a real ModelPatcher around a test-only BaseModel whose network
+returns that denoiser's prediction, through ComfyUI's own guider, and must give what the JAX
+function gives with the JAX denoiser in the model's latent format.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from conftest import needs_comfyui, run_node
+
+import jax_unsampler as ju
+import torch_bridge as tb
+from torch_bridge import _inversion_node
+
+
+def wavy_torch(x, sigma):
+    sig = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+    return torch.tanh(x) / (1 + sig**2) + 0.1 * torch.sin(3 * x) * sig / (1 + sig)
+
+
+def wavy_jax(x, sigma):
+    sig = jnp.reshape(sigma, (-1,) + (1,) * (x.ndim - 1))
+    return jnp.tanh(x) / (1 + sig**2) + 0.1 * jnp.sin(3 * x) * sig / (1 + sig)
+
+
+def _latent(shape=(2, 4, 5, 6), seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 0.8 + 0.3
+
+
+SIGMAS = [0.03, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 14.6]  # with a repeat
+
+
+def consistent_torch(x, sigma):
+    """A non-linear denoiser with D(x, 0) = x, so a step from sigma 0 stays well-conditioned."""
+    sig = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (x + sig**2 * torch.tanh(x)) / (1 + sig**2) + 0.1 * sig / (1 + sig) * torch.sin(3 * x)
+
+
+def consistent_jax(x, sigma):
+    sig = jnp.reshape(sigma, (-1,) + (1,) * (x.ndim - 1))
+    return (x + sig**2 * jnp.tanh(x)) / (1 + sig**2) + 0.1 * sig / (1 + sig) * jnp.sin(3 * x)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("shape", [(2, 4, 5, 6), (1, 16, 2, 3, 3), (3, 7)])
+def test_torch_recurrence_equals_the_jax_function(solver, shape):
+    x = _latent(shape)
+    got = tb.inverted_latents_torch(wavy_torch, x, SIGMAS, solver=solver)
+    want = ju.inverted_latents(wavy_jax, jnp.asarray(x.numpy()), np.float32(SIGMAS), solver=solver)
+    assert got.shape == (len(SIGMAS) * shape[0], *shape[1:]) and got.dtype == torch.float32
+    # The same float32 operations in the same order; XLA may turn a division by a scalar into a
+    # product with its reciprocal (1 ulp a step), so allow a few ulps over 10 steps.
+    np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[: shape[0]].numpy(), x.numpy())
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_torch_sigma_zero_rule_equals_the_jax_function(solver):
+    x = _latent((2, 3, 4))
+    sigmas = [0.0, 0.0, 0.03, 0.5, 2.0]
+    got = tb.inverted_latents_torch(consistent_torch, x, sigmas, solver=solver)
+    want = ju.inverted_latents(consistent_jax, jnp.asarray(x.numpy()), np.float32(sigmas), solver=solver)
+    # The step from 0 divides x - D(x, 1e-4) by 1e-4: one ulp of x (1.2e-7 |x|, |x| < 3) that
+    # torch and XLA round differently becomes 3.6e-3 of slope, 1.1e-4 over the step of 0.03.
+    np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=0, atol=3e-4)
+    assert np.isfinite(got.numpy()).all()
+
+
+def test_torch_model_space_equals_the_jax_latent_format():
+    fmt = ju.LatentFormat("test", scale_factor=0.5, shift_factor=0.2)
+    x = _latent((1, 3, 4))
+    got = tb.inverted_latents_torch(
+        wavy_torch, x, SIGMAS, solver="heun",
+        process_in=lambda v: (v - 0.2) * 0.5, process_out=lambda v: v / 0.5 + 0.2,
+    )  # fmt: skip
+    want = ju.inverted_latents(
+        wavy_jax, jnp.asarray(x.numpy()), np.float32(SIGMAS), solver="heun", latent_format=fmt
+    )
+    np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_torch_half_precision_latent():
+    x = _latent((1, 2, 3)).to(torch.bfloat16)
+    got = tb.inverted_latents_torch(wavy_torch, x, SIGMAS[:5])
+    assert got.dtype == torch.bfloat16
+    want = tb.inverted_latents_torch(wavy_torch, x.float(), SIGMAS[:5]).to(torch.bfloat16)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_torch_progress_callback():
+    steps = []
+    tb.inverted_latents_torch(
+        wavy_torch, _latent((1, 2)), [0.1, 0.2, 0.4], on_step=lambda i, n: steps.append((i, n))
+    )
+    assert steps == [(1, 2), (2, 2)]
+
+
+class TestTorchBadInput:
+    def test_descending(self):
+        with pytest.raises(ValueError, match=r"inverted_latents_torch: sigmas must be ascending .* index 1"):
+            tb.inverted_latents_torch(wavy_torch, _latent(), [2.0, 1.0])
+
+    def test_wrong_output_shape(self):
+        with pytest.raises(
+            ValueError, match=r"inverted_latents_torch: denoiser must return .* \(2, 4, 5, 6\)"
+        ):
+            tb.inverted_latents_torch(lambda x, s: x[0], _latent(), [0.5, 1.0])
+
+    def test_unknown_solver(self):
+        with pytest.raises(ValueError, match=r"inverted_latents_torch: unknown solver 'rk4'; valid choices"):
+            tb.inverted_latents_torch(wavy_torch, _latent(), [0.5, 1.0], solver="rk4")
+
+
+class TestNodeDefinition:
+    def test_registered_next_to_the_batch_unsampler(self):
+        assert tb.NODE_CLASS_MAPPINGS[tb.INVERSION_NODE_ID] is tb.InvertedBatchUnsamplerJax
+        assert tb.INVERSION_NODE_ID.startswith("JaxUnsampler_")
+        assert (
+            tb.NODE_DISPLAY_NAME_MAPPINGS[tb.INVERSION_NODE_ID] == "Inverted Batch Unsampler (jax-unsampler)"
+        )
+        assert tb.NODE_CLASS_MAPPINGS[tb.NODE_ID] is tb.BatchUnsamplerJax
+
+    def test_inputs_are_the_batch_unsamplers_plus_conditioning_cfg_solver(self):
+        spec = tb.InvertedBatchUnsamplerJax.INPUT_TYPES()
+        base = tb.BatchUnsamplerJax.INPUT_TYPES()["required"]
+        required = spec["required"]
+        assert set(required) == set(base) | {"positive", "negative"}
+        assert required["positive"] == ("CONDITIONING",) and required["negative"] == ("CONDITIONING",)
+        for name in set(base) - {"steps"}:
+            assert required[name] == base[name], name
+        assert (
+            required["steps"][1]["default"] == 20 and required["steps"][1]["max"] == base["steps"][1]["max"]
+        )
+        cfg = spec["optional"]["cfg"]
+        assert cfg[0] == "FLOAT" and cfg[1]["default"] == 1.0 and "1.0" in cfg[1]["tooltip"]
+        assert spec["optional"]["solver"][0] == ["euler", "heun"]
+
+    @pytest.mark.parametrize(
+        "inputs, match",
+        [
+            ({"solver": "rk4"}, r"unknown solver 'rk4'; valid choices: euler, heun"),
+            ({"cfg": float("nan")}, r"cfg must be a finite number"),
+            ({"normalize": "yes"}, r"normalize must be True or False"),
+            ({"latent_image": {"x": 1}}, r"samples"),
+        ],
+    )
+    def test_bad_input_is_one_line_naming_the_node(self, inputs, match):
+        args = dict(
+            model=None, positive=[], negative=[], sampler_name="euler", scheduler="simple", steps=4,
+            start_at_step=0, end_at_step=10000, latent_image={"samples": torch.zeros(1, 4, 2, 2)},
+        )  # fmt: skip
+        with pytest.raises(ValueError, match=rf"^JaxUnsampler_InvertedBatchUnsampler: .*{match}") as err:
+            _inversion_node.inverted_batch_unsample_comfy(**{**args, **inputs})
+        assert "\n" not in str(err.value)
+
+
+# ---- With ComfyUI: a real ModelPatcher around a test-only model --------------------------------
+
+MU_POS, MU_NEG, SPREAD = 0.25, -0.4, 0.8
+POS, NEG = [[torch.full((1, 3, 8), MU_POS), {}]], [[torch.full((1, 3, 8), MU_NEG), {}]]
+"""CONDITIONING whose cross-attention means are the test model's data means."""
+
+
+def gaussian_denoised(x, sigma, mu):
+    """The exact denoiser of N(mu, SPREAD^2) data (torch or JAX arrays alike)."""
+    sig2 = sigma.reshape((-1,) + (1,) * (x.ndim - 1)) ** 2
+    return mu + SPREAD**2 / (SPREAD**2 + sig2) * (x - mu)
+
+
+def _tiny_base_model(comfy, family: str):
+    """A ComfyUI BaseModel whose network returns, for the model type's prediction, the exact
+    Gaussian denoiser with mean = the mean of its cross-attention conditioning."""
+    import comfy.model_base
+    import comfy.supported_models_base
+    from conftest import COMFY_FAMILIES
+
+    sampling_class, mixin, settings, latent_format = COMFY_FAMILIES[family]
+    model_type = {"EPS": comfy.model_base.ModelType.EPS, "CONST": comfy.model_base.ModelType.FLOW}[mixin]
+
+    class Net(torch.nn.Module):
+        def __init__(self, device=None, operations=None, **_):
+            super().__init__()
+            self.dtype = torch.float32
+            self.anchor = torch.nn.Parameter(torch.zeros(()))  # something for ComfyUI to load
+            self.sampling = None
+
+        def forward(self, xc, t, context=None, control=None, transformer_options=None, **kwargs):
+            sigma = transformer_options["sigmas"].float()  # the step's (B,) sigmas: all equal
+            sigma = sigma.repeat(xc.shape[0] // sigma.shape[0])  # cond and uncond run as one batch
+            ms = self.sampling
+            x = xc / ms.calculate_input(sigma, torch.ones_like(xc))  # undo ComfyUI's input scaling
+            mu = context.float().mean(dim=(1, 2)).reshape((-1,) + (1,) * (x.ndim - 1))
+            denoised = gaussian_denoised(x, sigma, mu) + self.anchor
+            # calculate_denoised is x - sigma * output for both EPS and CONST models.
+            return (x - denoised) / sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    class Config(comfy.supported_models_base.BASE):
+        unet_config: dict = {}
+        unet_extra_config: dict = {}
+        sampling_settings = dict(settings)
+        memory_usage_factor = 0.01
+
+    Config.latent_format = getattr(comfy.latent_formats, latent_format)
+    model = comfy.model_base.BaseModel(
+        Config({}), model_type=model_type, device=torch.device("cpu"), unet_model=Net
+    )
+    model.diffusion_model.sampling = model.model_sampling
+    assert type(model.model_sampling).__mro__[1].__name__ == sampling_class
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+@needs_comfyui
+@pytest.mark.parametrize("family", ["sd15", "sd3"])
+@pytest.mark.parametrize("solver, cfg", [("euler", 1.0), ("heun", 1.0), ("euler", 2.5)])
+def test_node_on_a_real_model_patcher_equals_the_jax_path(comfy, family, solver, cfg):
+    patcher = _tiny_base_model(comfy, family)
+    latent = {"samples": _latent((2, 4, 3, 5), seed=4)}
+    steps, start, end = 6, 1, 6
+    (out,) = run_node(
+        tb.InvertedBatchUnsamplerJax, patcher, POS, NEG, "euler", "karras",
+        steps, start, end, latent, False, cfg, solver,
+    )  # fmt: skip
+    z = out["samples"]
+
+    ms = tb.model_sampling_from_comfy(patcher)
+    sigmas = ju.unsampler_sigmas(ms, "euler", "karras", steps, start, end)
+    fmt = tb.latent_format_from_comfy(patcher)
+
+    def guided(x, sigma):  # ComfyUI's cfg: uncond + (cond - uncond) * cfg
+        pos, neg = gaussian_denoised(x, sigma, MU_POS), gaussian_denoised(x, sigma, MU_NEG)
+        return pos if cfg == 1.0 else neg + (pos - neg) * cfg
+
+    want = ju.inverted_latents(
+        guided, jnp.asarray(latent["samples"].numpy()), sigmas, solver=solver, latent_format=fmt
+    )
+    assert z.shape == (5 * 2, 4, 3, 5)
+    # ComfyUI rounds differently on the way (input scaling, latent format maps): 1e-5 of the
+    # trajectory's scale, over 4 steps; 1% off in sigma, or the wrong conditioning, is off by > 1e-3.
+    scale = float(np.abs(np.asarray(want)).max())
+    np.testing.assert_allclose(z.numpy(), np.asarray(want), rtol=1e-5, atol=2e-5 * scale)
+    np.testing.assert_array_equal(z[:2].numpy(), latent["samples"].numpy())
+
+
+@needs_comfyui
+def test_node_round_trip_with_comfyuis_own_heun_sampler(comfy):
+    """Sampling the top entry back down with ComfyUI's heun sampler returns to the latent."""
+    import comfy.samplers
+
+    patcher = _tiny_base_model(comfy, "sd15")
+    x = _latent((1, 4, 3, 3), seed=5)
+    steps = 40
+    (out,) = run_node(
+        tb.InvertedBatchUnsamplerJax, patcher, POS, NEG, "euler", "karras",
+        steps, 0, steps, {"samples": x}, False, 1.0, "heun",
+    )  # fmt: skip
+    sigmas = torch.tensor(
+        np.asarray(ju.unsampler_sigmas(tb.model_sampling_from_comfy(patcher), "euler", "karras", steps))
+    )
+    top = out["samples"][-1:]
+    # Zero noise: ComfyUI's sampler starts from `top` as given, and it stops at the smallest
+    # sigma, where the trajectory started from the latent.
+    back = comfy.samplers.sample(
+        patcher, torch.zeros_like(top), POS, NEG, 1.0, "cpu",
+        comfy.samplers.sampler_object("heun"), sigmas.flip(0).contiguous(), latent_image=top,
+    )  # fmt: skip
+    # Both directions are second order over 40 karras steps: ~1e-3 of the latent's scale;
+    # with no inversion (top = the latent plus noise) it would be off by order 1.
+    assert torch.allclose(back, x, atol=5e-3), (back - x).abs().max()
+
+
+@needs_comfyui
+def test_node_without_steps_loads_no_model(comfy):
+    patcher = _tiny_base_model(comfy, "sd15")
+    latent = {"samples": _latent((1, 4, 2, 2)), "noise_mask": torch.ones(1, 2, 2)}
+    (one,) = run_node(tb.InvertedBatchUnsamplerJax, patcher, [], [], "euler", "simple", 5, 4, 5, latent)
+    torch.testing.assert_close(one["samples"], latent["samples"])
+    (none,) = run_node(tb.InvertedBatchUnsamplerJax, patcher, [], [], "euler", "simple", 5, 5, 5, latent)
+    assert none["samples"].shape == (0, 4, 2, 2)
+
+
+@needs_comfyui
+def test_node_normalize_and_latent_keys(comfy):
+    """normalize: the BatchUnsampler's rule, one scalar (the mean of the first entry) subtracted
+    from every entry; other LATENT keys carried, noise_mask expanded with the batch."""
+    patcher = _tiny_base_model(comfy, "sd15")
+    latent = {"samples": _latent((2, 4, 2, 3), seed=6) + 1.0, "noise_mask": torch.rand(2, 2, 3), "type": "x"}
+    args = (tb.InvertedBatchUnsamplerJax, patcher, POS, NEG, "euler", "karras", 5, 1, 5, latent)
+    (plain,) = run_node(*args, False)
+    (normed,) = run_node(*args, True)
+    shift = plain["samples"][0].mean()
+    assert abs(float(shift)) > 0.5
+    torch.testing.assert_close(normed["samples"], plain["samples"] - shift)
+    assert normed["type"] == "x" and normed["noise_mask"].shape == (4 * 2, 2, 3)
