@@ -5,6 +5,8 @@
 - `model_sampling_from_comfy`, `latent_scale_factor`, `latent_format_from_comfy`: a ComfyUI
   MODEL read as jax_unsampler objects (no ComfyUI import needed).
 - `noised_latents_torch`: the original BatchUnsampler's torch-seeded noise, applied in JAX.
+- `iterative_mixing_sample_torch`: the original iterative mixing sampler's torch-seeded noise
+  (noised batch, LCM and rewind draws), with the mixing path run in JAX.
 - `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI node.
 - `torch_bridge.comfy_v3`: the same node for ComfyUI's V3 API (`comfy_entrypoint`); it imports
   `comfy_api`, so it is imported only inside ComfyUI, never by this package.
@@ -22,6 +24,7 @@ from ._convert import latent_with_samples as latent_with_samples
 from ._convert import to_jax as to_jax
 from ._convert import to_torch as to_torch
 from ._install import install_comfyui_node as install_comfyui_node
+from ._mixing import iterative_mixing_sample_torch as iterative_mixing_sample_torch
 from ._node import NODE_CLASS_MAPPINGS as NODE_CLASS_MAPPINGS
 from ._node import NODE_DISPLAY_NAME_MAPPINGS as NODE_DISPLAY_NAME_MAPPINGS
 from ._node import NODE_ID as NODE_ID
