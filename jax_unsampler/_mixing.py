@@ -270,7 +270,8 @@ def _one_pass(
 
     def body(carry, inp):
         x, old = carry
-        step, z, w = inp
+        step, w = inp
+        z = jax.lax.dynamic_index_in_dim(noised, step.i, keepdims=False)  # no copy of the batch
         denoised = call_denoiser(fn, denoiser, x, step.sigma)
         if sampler == "euler":
             x = _blend(blend_name, z, euler_step(x, denoised, step), w)
@@ -282,7 +283,7 @@ def _one_pass(
             x = jnp.where(step.sigma_next > 0, x + step.sigma_next * noise, x)
         return (x, denoised), None
 
-    (x, _), _ = jax.lax.scan(body, (x0, jnp.zeros_like(x0)), (steps, noised[:-1], c1))
+    (x, _), _ = jax.lax.scan(body, (x0, jnp.zeros_like(x0)), (steps, c1))
     return x
 
 
