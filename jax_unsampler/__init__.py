@@ -40,6 +40,10 @@ _EXPORTS = {
     **dict.fromkeys(("ModelDenoiser", "denoiser_from_model"), "_denoisers"),
     "key_from_seed": "_keys",
     "inverted_latents": "_inversion",
+    **dict.fromkeys(
+        ("BLENDING_FUNCTIONS", "BLENDING_SCHEDULES", "blend", "blending_schedule", "iterative_mixing_sample"),
+        "_mixing",
+    ),
     "ksampler_sigmas": "_ksampler",
     "LatentFormat": "_latent_format",
     **dict.fromkeys(
@@ -62,6 +66,11 @@ if TYPE_CHECKING:
     from ._keys import key_from_seed as key_from_seed
     from ._ksampler import ksampler_sigmas as ksampler_sigmas
     from ._latent_format import LatentFormat as LatentFormat
+    from ._mixing import BLENDING_FUNCTIONS as BLENDING_FUNCTIONS
+    from ._mixing import BLENDING_SCHEDULES as BLENDING_SCHEDULES
+    from ._mixing import blend as blend
+    from ._mixing import blending_schedule as blending_schedule
+    from ._mixing import iterative_mixing_sample as iterative_mixing_sample
     from ._model_sampling import ModelSampling as ModelSampling
     from ._model_sampling import model_sampling as model_sampling
     from ._model_sampling import model_sampling_from_table as model_sampling_from_table

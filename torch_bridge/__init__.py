@@ -6,6 +6,8 @@
   MODEL read as jax_unsampler objects (no ComfyUI import needed).
 - `noised_latents_torch`: the original BatchUnsampler's torch-seeded noise, applied in JAX.
 - `inverted_latents_torch`: `jax_unsampler.inverted_latents` around a torch denoiser.
+- `iterative_mixing_sample_torch`: the original iterative mixing sampler's torch-seeded noise
+  (noised batch, LCM and rewind draws), with the mixing path run in JAX.
 - `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI nodes, Batch Unsampler and
   Inverted Batch Unsampler (`inverted_batch_unsample_comfy`: the batch of an ODE inversion
   with the MODEL).
@@ -30,6 +32,7 @@ from ._inversion import inverted_latents_torch as inverted_latents_torch
 from ._inversion_node import INVERSION_NODE_ID as INVERSION_NODE_ID
 from ._inversion_node import InvertedBatchUnsamplerJax as InvertedBatchUnsamplerJax
 from ._inversion_node import inverted_batch_unsample_comfy as inverted_batch_unsample_comfy
+from ._mixing import iterative_mixing_sample_torch as iterative_mixing_sample_torch
 from ._node import NODE_ID as NODE_ID
 from ._node import BatchUnsamplerJax as BatchUnsamplerJax
 from ._node import batch_unsample_comfy as batch_unsample_comfy
