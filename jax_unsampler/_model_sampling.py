@@ -56,14 +56,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "linear_end": 0.012,
         "timesteps": 1000,
         "zsnr": False,
-        "sigma_data": 1.0,
     },
     "continuous_edm": {"sigma_min": 0.002, "sigma_max": 120.0, "sigma_data": 1.0},
     "continuous_v": {"sigma_min": 0.002, "sigma_max": 120.0, "sigma_data": 1.0},
     "cosmos_rflow": {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 1.0},
-    "discrete_flow": {"shift": 1.0, "multiplier": 1000.0, "sigma_data": 1.0},
-    "flux": {"shift": 1.15, "sigma_data": 1.0},
-    "stable_cascade": {"shift": 1.0, "sigma_data": 1.0},
+    # ComfyUI reads sigma_data from the settings only for the continuous types; the others keep 1.
+    "discrete_flow": {"shift": 1.0, "multiplier": 1000.0},
+    "flux": {"shift": 1.15},
+    "stable_cascade": {"shift": 1.0},
 }
 SAMPLING_SETTINGS = tuple(sorted({k for d in _DEFAULTS.values() for k in d}))
 """Every `sampling_settings` key some model type reads; others are ignored with a warning."""
@@ -318,7 +318,7 @@ def model_sampling(model_type: str, sampling_settings: Mapping[str, Any] | None 
             log_sigmas=jnp.zeros((2,), jnp.float32),
             shift=_zero(cfg.get("shift", 1.0)),
             multiplier=_zero(cfg.get("multiplier", 1000.0)),
-            sigma_data=_zero(cfg["sigma_data"]),
+            sigma_data=_zero(cfg.get("sigma_data", 1.0)),
             model_type=model_type,
             parameterisation=kind,
         )

@@ -140,3 +140,14 @@ def test_unknown_settings_keys_warn_and_are_ignored():
     with pytest.warns(UserWarning, match=r"key 'shfit' is read by no model type.*did you mean 'shift'"):
         ms = ju.model_sampling("FLOW", {"shfit": 2.0})
     np.testing.assert_array_equal(np.asarray(ms.sigmas), np.asarray(ju.model_sampling("FLOW").sigmas))
+
+
+@pytest.mark.parametrize("model_type", ["EPS", "V_PREDICTION", "FLOW", "FLUX", "STABLE_CASCADE"])
+def test_sigma_data_is_one_where_comfyui_ignores_the_setting(model_type):
+    # ComfyUI reads sigma_data only in its continuous samplings (EDM, V continuous, Cosmos).
+    assert float(ju.model_sampling(model_type, {"sigma_data": 0.5}).sigma_data) == 1.0
+
+
+@pytest.mark.parametrize("model_type", ["EDM", "V_PREDICTION_EDM", "V_PREDICTION_CONTINUOUS", "FLOW_COSMOS"])
+def test_sigma_data_is_read_by_the_continuous_samplings(model_type):
+    assert float(ju.model_sampling(model_type, {"sigma_data": 0.5}).sigma_data) == 0.5
