@@ -8,13 +8,18 @@ Each measurement runs in a fresh subprocess, so its peak resident memory is its 
   JAX's counter-based generator sets for any pure-JAX path.
 - `jax_unsampler (JAX noise)`: `noised_latents` with a PRNG key.
 - `torch_bridge (torch noise)`: `noised_latents_torch`, identical bits to the original.
+- `torch normal_`: `Tensor.normal_` into a preallocated float32 tensor of the output's size:
+  torch's fastest CPU normal generator (vectorised, all cores), no latent arithmetic at all.
+- `memory fill`: `Tensor.fill_` of a preallocated tensor of the output's size: the machine's
+  write limit, which no path that writes its output once can beat.
 
 Reported: steady throughput (best of `--repeats` calls, output elements per second), the
 first call (compilation included), and peak RSS of the process minus its RSS once the
 libraries are imported and the input exists (so it counts what the call itself holds).
 
     python benchmarks/bench.py                 # all cases, writes benchmarks/results.md
-    python benchmarks/bench.py --quick         # smaller shapes, for a smoke test
+    python benchmarks/bench.py --quick         # smaller shapes, for a smoke test (about a minute)
+    python benchmarks/bench.py --cases SDXL --no-streaming   # one case, no 10000-step run
 """
 
 from __future__ import annotations
@@ -40,7 +45,15 @@ QUICK = {
     "SDXL 1x4x64x64, 100 steps": dict(family="sdxl", shape=(1, 4, 64, 64), steps=100),
     "Wan 2.1 video 1x16x3x16x16, 20 steps": dict(family="wan21", shape=(1, 16, 3, 16, 16), steps=20),
 }
-METHODS = ("original (torch)", "jax.random.normal", "jax_unsampler (JAX noise)", "torch_bridge (torch noise)")
+METHODS = (
+    "original (torch)",
+    "torch normal_",
+    "memory fill",
+    "jax.random.normal",
+    "jax_unsampler (JAX noise)",
+    "torch_bridge (torch noise)",
+)
+TORCH_ONLY = ("torch normal_", "memory fill")
 
 
 def _rss_mb() -> float:
@@ -72,6 +85,19 @@ def _child(method: str, case: dict, repeats: int) -> dict:
             return batch + noise * s.repeat_interleave(x.shape[0]).view(-1, *([1] * (x.ndim - 1)))
 
         block = lambda out: out  # noqa: E731  (torch on the CPU is synchronous)
+    elif method in TORCH_ONLY:
+        import torch
+
+        import jax_unsampler  # noqa: F401  (imported in every case, to be fair)
+
+        out_t = torch.empty((steps * shape[0], *shape[1:]), dtype=torch.float32)
+        gen = torch.Generator().manual_seed(0)
+        if method == "torch normal_":
+            run = lambda: out_t.normal_(generator=gen)  # noqa: E731
+        else:
+            run = lambda: out_t.fill_(1.5)  # noqa: E731
+        run()  # the preallocated tensor is touched once before the baseline, as an output would be
+        block = lambda out: out  # noqa: E731
     else:
         import jax
         import jax.numpy as jnp
@@ -146,15 +172,16 @@ def _streaming() -> dict:
 
 def _table(results: dict) -> str:
     lines = [
-        "| case | method | Melem/s | vs original | vs jax.random.normal | first call (s) | steady (s) | "
-        "peak RSS over baseline (MB) | output (MB) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| case | method | Melem/s | vs original | vs torch normal_ | vs memory fill | "
+        "vs jax.random.normal | first call (s) | steady (s) | peak RSS over baseline (MB) | output (MB) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, per in results.items():
         rate = {m: r["elements"] / r["best"] for m, r in per.items()}
         for m, r in per.items():
             lines.append(
                 f"| {name} | {m} | {rate[m] / 1e6:.0f} | {rate[m] / rate['original (torch)']:.2f}x | "
+                f"{rate[m] / rate['torch normal_']:.2f}x | {rate[m] / rate['memory fill']:.3f}x | "
                 f"{rate[m] / rate['jax.random.normal']:.2f}x | {r['first']:.2f} | {r['best']:.3f} | "
                 f"{r['peak_mb'] - r['base_mb']:.0f} | {r['elements'] * 4 / 2**20:.0f} |"
             )
@@ -165,6 +192,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (a smoke test)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cases", default="", help="only the cases whose name contains this text")
+    parser.add_argument("--no-streaming", action="store_true", help="skip the 10000-step streaming run")
+    parser.add_argument("--note", default="", help="a line under the header (e.g. machine shared)")
     parser.add_argument("--out", type=pathlib.Path, default=HERE / "results.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -177,16 +207,20 @@ def main(argv=None) -> int:
 
     results = {}
     for name, case in (QUICK if args.quick else CASES).items():
+        if args.cases not in name:
+            continue
         results[name] = {}
         for method in METHODS:
             results[name][method] = r = _measure(method, case, args.repeats)
             print(f"{name:45s} {method:28s} {r['elements'] / r['best'] / 1e6:8.0f} Melem/s", flush=True)
-    stream = None if args.quick else _streaming()
+    stream = None if args.quick or args.no_streaming else _streaming()
     header = (
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
         f"Python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__}; "
         f"best of {args.repeats} calls; {time.strftime('%Y-%m-%d')}.\n\n"
     )
+    if args.note:
+        header += args.note + "\n\n"
     text = header + _table(results) + "\n"
     if stream:
         text += (

@@ -165,6 +165,10 @@ def _local_scan(
         z, acc = jax.lax.scan(accumulate, acc, (step_ids, sigmas, gaps))[::-1]
         return z, acc
 
+    if coupling == "independent" and step_ids.shape[0] >= 2 * STEPS_PER_BLOCK:
+        z = _independent_blocks(key, sigmas, step_ids, item_ids, item_shape, emit_z, out_dtype)
+        return z, acc
+
     shared = step_noise(key, 0, item_ids, item_shape) if coupling == "shared" else None
 
     def step(_, inp):
@@ -174,6 +178,42 @@ def _local_scan(
 
     _, z = jax.lax.scan(step, None, (step_ids, sigmas))
     return z, acc
+
+
+STEPS_PER_BLOCK: int = 4
+"""Steps whose noise is drawn together (one `vmap`) per loop iteration of the independent
+coupling: about 1.2x the throughput of one step per iteration on a CPU core (measured, issue 11)."""
+
+
+def _independent_blocks(
+    key: jax.Array,
+    sigmas: jax.Array,
+    step_ids: jax.Array,
+    item_ids: jax.Array,
+    item_shape: tuple[int, ...],
+    emit_z: Callable[[jax.Array, jax.Array], jax.Array],
+    out_dtype: jnp.dtype,
+) -> jax.Array:
+    """The independent coupling's `(steps, B, *item)` latents, `STEPS_PER_BLOCK` steps at a time.
+
+    Each iteration writes its block in place into the output. When the steps do not divide into
+    blocks, the last block starts `STEPS_PER_BLOCK` steps before the end and rewrites a few steps
+    with the same values (same step ids, same program), so no padding is ever sliced off (a copy).
+    """
+    k, n, batch = STEPS_PER_BLOCK, step_ids.shape[0], item_ids.shape[0]
+    starts = np.minimum(np.arange(0, n, k), n - k).astype(np.int32)
+
+    def draw(step_id: jax.Array, sigma: jax.Array) -> jax.Array:
+        return emit_z(sigma * step_noise(key, step_id, item_ids, item_shape), sigma)
+
+    def block(out: jax.Array, start: jax.Array) -> tuple[jax.Array, None]:
+        ids = jax.lax.dynamic_slice_in_dim(step_ids, start, k)
+        sig = jax.lax.dynamic_slice_in_dim(sigmas, start, k)
+        z = jax.vmap(draw)(ids, sig)
+        return jax.lax.dynamic_update_slice_in_dim(out, z, start, 0), None
+
+    out = jnp.empty((n, batch, *item_shape), out_dtype)
+    return jax.lax.scan(block, out, jnp.asarray(starts))[0]
 
 
 @functools.partial(jax.jit, static_argnames=("statics",))
