@@ -33,6 +33,19 @@ def pytest_report_header(config):
     return None
 
 
+def quick_subset(values, every: int, ids=None, *, unpack: bool = False) -> list:
+    """Parameters for `parametrize` with one value in `every` in the quick suite and the others
+    marked `slow`: every kind of case is exercised by `pytest`, all of them by `pytest -m slow`
+    (and so by .ci/run). `ids`, if given, is a list of test ids, one per value; `unpack` for
+    tuples that fill several argument names."""
+    params = []
+    for i, value in enumerate(values):
+        marks = () if i % every == 0 else (pytest.mark.slow,)
+        args = value if unpack else (value,)
+        params.append(pytest.param(*args, marks=marks, id=None if ids is None else ids[i]))
+    return params
+
+
 def run_node(cls, *args, **kwargs):
     """Run a V1 node class as ComfyUI does, every input by name: positional `args` are named in
     INPUT_TYPES order (required, then optional). Returns the node's output tuple."""

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import quick_subset
 
 import jax_unsampler as ju
 from jax_unsampler import _inversion
@@ -284,7 +285,7 @@ def test_repeated_sigmas_skip_the_denoiser():
     np.testing.assert_array_equal(z[3], z[2])
 
 
-@pytest.mark.parametrize("shape", [(1, 4, 8, 8), (2, 16, 3, 4, 4), (3, 64, 10), (2, 7)])
+@pytest.mark.parametrize("shape", quick_subset([(2, 16, 3, 4, 4), (1, 4, 8, 8), (3, 64, 10), (2, 7)], 2))
 @pytest.mark.parametrize("solver", ["euler", "heun"])
 def test_any_batch_and_rank(shape, solver):
     x = _latent(shape)

@@ -14,7 +14,7 @@ GROUPS = grouped(GOLDEN["node_cases"], "family", "scheduler")
 
 # The first cases of every family and scheduler in the quick suite, the rest in the slow one
 # (each case's step count is a compilation).
-QUICK_CASES = 2
+QUICK_CASES = 1
 
 
 def _check_golden_node(family, scheduler, cases):

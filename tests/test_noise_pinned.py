@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import quick_subset
 
 import jax_unsampler as ju
 
@@ -150,7 +151,9 @@ def _full(name, seed, shape, dtype, steps, opts, coupling, normalize):
 FULL = sorted(PINNED_FULL, key=lambda k: (k[2], [c[0] for c in CASES].index(k[0]), COUPLINGS.index(k[1])))
 
 
-@pytest.mark.parametrize("name, coupling, normalize", FULL, ids=["-".join(map(str, k)) for k in FULL])
+@pytest.mark.parametrize(
+    "name, coupling, normalize", quick_subset(FULL, 6, ids=["-".join(map(str, k)) for k in FULL], unpack=True)
+)
 def test_noised_latents_pinned(name, coupling, normalize):
     case = next(c for c in CASES if c[0] == name)
     assert _full(*case, coupling, normalize) == PINNED_FULL[(name, coupling, normalize)]
@@ -159,7 +162,7 @@ def test_noised_latents_pinned(name, coupling, normalize):
 CHUNKINGS = (1, 2, 3, 7)
 
 
-@pytest.mark.parametrize("chunk", CHUNKINGS)
+@pytest.mark.parametrize("chunk", quick_subset(CHUNKINGS, 2))
 @pytest.mark.parametrize("coupling", COUPLINGS)
 def test_noised_latents_chunks_pinned(coupling, chunk):
     x = _latent((2, 4, 6, 6), "float32")
@@ -191,11 +194,11 @@ UNSAMPLE = [
 
 
 @pytest.mark.parametrize("coupling", COUPLINGS)
-@pytest.mark.parametrize("case", UNSAMPLE, ids=[c[0] for c in UNSAMPLE])
+@pytest.mark.parametrize("case", quick_subset(UNSAMPLE, 2, ids=[c[0] for c in UNSAMPLE]))
 def test_batch_unsample_pinned(case, coupling):
     model, sampler, scheduler, steps, start, end, mode, shape, dtype = case
     out = ju.batch_unsample(
-        jax.random.key(31), model, sampler, scheduler, steps, start, end, _latent(shape, dtype),
+        jax.random.key(31), model, sampler, scheduler, steps, start, end, latent=_latent(shape, dtype),
         normalize=True, mode=mode, coupling=coupling,
     )  # fmt: skip
     leaves = out if isinstance(out, (tuple, list)) else [out]
@@ -205,7 +208,7 @@ def test_batch_unsample_pinned(case, coupling):
 MESH_SCRIPT = textwrap.dedent(
     """
     import json, jax, jax.numpy as jnp, numpy as np, jax_unsampler as ju
-    from tests.test_noise_pinned import _digest, _latent, _sigmas
+    from test_noise_pinned import _digest, _latent, _sigmas
     mesh = jax.make_mesh((2,), ("steps",))
     out = {}
     for coupling in ("independent", "shared", "markov"):
@@ -217,10 +220,12 @@ MESH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a second interpreter with two forced host devices
 def test_mesh_pinned():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    env["PYTHONPATH"] = os.pathsep.join([root, here, env.get("PYTHONPATH", "")])
     done = subprocess.run(
         [sys.executable, "-c", MESH_SCRIPT], env=env, cwd=root, capture_output=True, text=True
     )
