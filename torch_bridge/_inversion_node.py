@@ -195,10 +195,11 @@ class InvertedBatchUnsamplerJax:
             },
         }
 
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent_batch",)
-    FUNCTION = "unsample"
-    CATEGORY = "latent/jax-unsampler"
+    # One LATENT out, like the Batch Unsampler, under the same name and category.
+    RETURN_TYPES = BatchUnsamplerJax.RETURN_TYPES
+    RETURN_NAMES = BatchUnsamplerJax.RETURN_NAMES
+    FUNCTION = BatchUnsamplerJax.FUNCTION
+    CATEGORY = BatchUnsamplerJax.CATEGORY
     DESCRIPTION = (
         "The latent carried up the model's sigma schedule by inverting the sampler's ODE with the "
         "model, one batch entry per step, least noise first (the model-consistent counterpart of "
