@@ -30,7 +30,7 @@ def _sched_kwargs(r):
 
 
 @pytest.mark.parametrize(
-    "case", quick_subset(SCHEDULES, 3, ids=[f"{r['name']}-{r['steps']}-{r['i']}" for r, _ in SCHEDULES])
+    "case", quick_subset(SCHEDULES, 6, ids=[f"{r['name']}-{r['steps']}-{r['i']}" for r, _ in SCHEDULES])
 )
 def test_schedule_matches_original(case):
     r, a = case
@@ -169,7 +169,7 @@ def _close(got, expected):
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize(
     "case",
-    quick_subset(MIXES, 10, ids=[f"{r['i']}-{r['sampler']}-{r['toy']}-{r['steps']}" for r, _ in MIXES]),
+    quick_subset(MIXES, 20, ids=[f"{r['i']}-{r['sampler']}-{r['toy']}-{r['steps']}" for r, _ in MIXES]),
 )
 def test_mixing_matches_original(case, jit):
     r, a = case
@@ -213,7 +213,7 @@ def _setup(shape=(1, 4, 8, 8), steps=6, seed=0):
 
 
 @pytest.mark.parametrize("shape", quick_subset([(2, 3, 2, 5, 5), (3, 7), (2, 4, 9), (2, 4, 6, 6)], 4))
-@pytest.mark.parametrize("sampler", ju.MIXING_SAMPLERS)
+@pytest.mark.parametrize("sampler", quick_subset(ju.MIXING_SAMPLERS, 3))
 def test_any_batch_and_rank_is_per_item(shape, sampler):
     den, latent, sigmas, noised = _setup(shape)
     key = jax.random.key(3)
@@ -229,6 +229,7 @@ def test_any_batch_and_rank_is_per_item(shape, sampler):
         np.testing.assert_allclose(out[1:2], one, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # many keyed draws: a statistical check, about 7 s
 def test_lcm_and_rewind_noise_statistics():
     # A denoiser returning 0 and c1 = 0 everywhere (blend_max=0): LCM's result is exactly
     # z'[last step] blended out (0) plus sigmas[-2] * eps... with sigmas ending in 0 the last

@@ -152,7 +152,8 @@ FULL = sorted(PINNED_FULL, key=lambda k: (k[2], [c[0] for c in CASES].index(k[0]
 
 
 @pytest.mark.parametrize(
-    "name, coupling, normalize", quick_subset(FULL, 6, ids=["-".join(map(str, k)) for k in FULL], unpack=True)
+    "name, coupling, normalize",
+    quick_subset(FULL, 12, ids=["-".join(map(str, k)) for k in FULL], unpack=True),
 )
 def test_noised_latents_pinned(name, coupling, normalize):
     case = next(c for c in CASES if c[0] == name)
@@ -162,7 +163,7 @@ def test_noised_latents_pinned(name, coupling, normalize):
 CHUNKINGS = (1, 2, 3, 7)
 
 
-@pytest.mark.parametrize("chunk", quick_subset(CHUNKINGS, 2))
+@pytest.mark.parametrize("chunk", quick_subset(CHUNKINGS, 4))
 @pytest.mark.parametrize("coupling", COUPLINGS)
 def test_noised_latents_chunks_pinned(coupling, chunk):
     x = _latent((2, 4, 6, 6), "float32")
@@ -194,7 +195,7 @@ UNSAMPLE = [
 
 
 @pytest.mark.parametrize("coupling", COUPLINGS)
-@pytest.mark.parametrize("case", quick_subset(UNSAMPLE, 2, ids=[c[0] for c in UNSAMPLE]))
+@pytest.mark.parametrize("case", quick_subset(UNSAMPLE, 4, ids=[c[0] for c in UNSAMPLE]))
 def test_batch_unsample_pinned(case, coupling):
     model, sampler, scheduler, steps, start, end, mode, shape, dtype = case
     out = ju.batch_unsample(
