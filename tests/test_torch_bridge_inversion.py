@@ -281,8 +281,11 @@ def test_node_without_steps_loads_no_model(comfy):
     latent = {"samples": _latent((1, 4, 2, 2)), "noise_mask": torch.ones(1, 2, 2)}
     (one,) = run_node(tb.InvertedBatchUnsamplerJax, patcher, [], [], "euler", "simple", 5, 4, 5, latent)
     torch.testing.assert_close(one["samples"], latent["samples"])
-    (none,) = run_node(tb.InvertedBatchUnsamplerJax, patcher, [], [], "euler", "simple", 5, 5, 5, latent)
-    assert none["samples"].shape == (0, 4, 2, 2)
+    # A window of no steps is refused, as by the Batch Unsampler (an empty LATENT breaks the nodes after it).
+    with pytest.raises(
+        ValueError, match=r"^JaxUnsampler_InvertedBatchUnsampler: start_at_step \(5\) must be below"
+    ):
+        run_node(tb.InvertedBatchUnsamplerJax, patcher, [], [], "euler", "simple", 5, 5, 5, latent)
 
 
 @needs_comfyui
@@ -298,3 +301,25 @@ def test_node_normalize_and_latent_keys(comfy):
     assert abs(float(shift)) > 0.5
     torch.testing.assert_close(normed["samples"], plain["samples"] - shift)
     assert normed["type"] == "x" and normed["noise_mask"].shape == (4 * 2, 2, 3)
+
+
+def test_node_refuses_a_start_past_a_shortened_schedule():
+    # sd15's beta schedule for 300 steps has 293 sigmas (repeated table indices are dropped), so
+    # a window starting at 295 passes the step-range check yet selects no sigma: refused, no
+    # model call (the test double has none to make).
+    import torch_bridge_doubles as doubles
+
+    latent = {"samples": torch.zeros(1, 4, 2, 2)}
+    with pytest.raises(ValueError, match=r"start_at_step \(295\) is past the end of the beta schedule"):
+        run_node(
+            tb.InvertedBatchUnsamplerJax,
+            doubles.patcher("sd15"),
+            [],
+            [],
+            "euler",
+            "beta",
+            300,
+            295,
+            300,
+            latent,
+        )

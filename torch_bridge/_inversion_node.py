@@ -21,9 +21,10 @@ from jax_unsampler._names import INVERSION_SOLVERS
 from jax_unsampler._validation import check_choice
 
 from ._comfy_model import model_sampling_from_comfy
-from ._convert import latent_samples, latent_with_samples
+from ._convert import latent_with_samples
 from ._inversion import inverted_latents_torch
 from ._node import BatchUnsamplerJax, node_sigmas
+from ._node_inputs import check_latent_image, check_window
 
 INVERSION_NODE_ID = "JaxUnsampler_InvertedBatchUnsampler"
 INVERSION_DISPLAY_NAME = "Inverted Batch Unsampler (jax-unsampler)"
@@ -135,7 +136,9 @@ def inverted_batch_unsample_comfy(
     **Returns:** the LATENT dict of the `n * B` latents, step-major, least noise first.
     """
     fn = INVERSION_NODE_ID
-    samples = latent_samples(latent_image, fn=fn)
+    samples = check_latent_image(fn, latent_image)
+    # As the Batch Unsampler: a window of no steps would give an empty LATENT; refuse it.
+    steps, start_at_step, end_at_step = check_window(fn, steps, start_at_step, end_at_step)
     solver = check_choice(fn, "solver", solver, INVERSION_SOLVERS)
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
@@ -144,8 +147,13 @@ def inverted_batch_unsample_comfy(
     ms = model_sampling_from_comfy(model)
     sigmas = node_sigmas(fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, 1.0)
     sigmas = torch.tensor(sigmas.tolist(), dtype=torch.float32)
-    if sigmas.shape[0] <= 1:  # no step to take: no model to load
-        z = samples.detach().cpu()[: sigmas.shape[0] * samples.shape[0]]
+    if sigmas.shape[0] == 0:  # schedules such as beta or ddim_uniform can be shorter than steps
+        raise ValueError(
+            f"{fn}: start_at_step ({start_at_step}) is past the end of the {scheduler} schedule for "
+            f"{steps} steps; lower start_at_step"
+        )
+    if sigmas.shape[0] == 1:  # one entry, the latent itself: no step to take, no model to load
+        z = samples.detach().cpu()
     else:
         samplers = _comfy()
         sampler = _trajectory_sampler(samplers.Sampler, solver, samples.detach().cpu())
