@@ -20,14 +20,17 @@ from ._float32 import divide
 from ._samplers import (
     MIXING_SAMPLERS,
     Denoiser,
+    Dpm2mCoefficients,
     Step,
     call_denoiser,
     check_key,
     check_latent,
     check_sigmas,
+    dpmpp_2m_coefficients,
     dpmpp_2m_step,
     euler_step,
     is_concrete,
+    remember,
     step_noise,
     steps_of,
 )
@@ -272,30 +275,36 @@ def _one_pass(
     lcm_key: jax.Array | None,
     lcm_noise: jax.Array | None,
 ) -> jax.Array:
-    """One pass of the original's `run`: start at `noised[0]`, blend step i with `noised[i]`."""
+    """One pass of the original's `run`: start at step 0's entry of `noised` (`(steps * B, ...)`,
+    step-major, as the caller has it: reshaping an argument to `(steps, B, ...)` makes XLA copy
+    the whole batch before the loop), blend step i with step i's entry."""
     steps = steps_of(sigmas)
+    batch = noised.shape[0] // sigmas.shape[0]
 
     # The norms of the noised entries do not depend on the path: one pass over the batch before
     # the loop rather than a reduction over z'[i] in every step (slerp and norm_only).
     norms = None
     if blend_name != "addition":
-        norms = _norm(noised.reshape(noised.shape[0] * noised.shape[1], -1)).reshape(*noised.shape[:2], 1)
+        norms = _norm(noised.reshape(noised.shape[0], -1))
 
     def read(x: jax.Array, step: Step) -> tuple[jax.Array, jax.Array | None, jax.Array]:
         """The step's noised entry (indexed in place: no copy of the batch), its per-item norms,
         and the denoised x."""
-        z = jax.lax.dynamic_index_in_dim(noised, step.i, keepdims=False)
-        norm = None if norms is None else jax.lax.dynamic_index_in_dim(norms, step.i, keepdims=False)
+        z = jax.lax.dynamic_slice_in_dim(noised, step.i * batch, batch)
+        norm = None if norms is None else jax.lax.dynamic_slice_in_dim(norms, step.i * batch, batch)
         return z, norm, call_denoiser(fn, denoiser, x, step.sigma)
 
     if sampler == "dpmpp_2m":
 
-        def body_2m(carry: _Pair, inp: tuple[Step, jax.Array]) -> tuple[_Pair, None]:
-            (x, old), (step, w) = carry, inp
+        def body_2m(carry: _Pair, inp: tuple[Step, Dpm2mCoefficients, jax.Array]) -> tuple[_Pair, None]:
+            (x, history), (step, c, w) = carry, inp
             z, norm, denoised = read(x, step)
-            return (_blend(blend_name, z, dpmpp_2m_step(x, denoised, old, step), w, norm), denoised), None
+            history, old = remember(history, step.i, denoised)
+            return (_blend(blend_name, z, dpmpp_2m_step(x, denoised, old, c), w, norm), history), None
 
-        return jax.lax.scan(body_2m, (noised[0], jnp.zeros_like(noised[0])), (steps, c1))[0][0]
+        history = jnp.zeros((2, batch, *noised.shape[1:]), noised.dtype)
+        xs = (steps, dpmpp_2m_coefficients(steps), c1)
+        return jax.lax.scan(body_2m, (noised[:batch], history), xs)[0][0]
 
     # Euler and LCM carry the latent only.
     def body(x: jax.Array, inp: tuple[Step, jax.Array]) -> tuple[jax.Array, None]:
@@ -307,7 +316,7 @@ def _one_pass(
         noise = step_noise(lcm_key, lcm_noise, step.i, x)
         return jnp.where(step.sigma_next > 0, x + step.sigma_next * noise, x), None
 
-    return jax.lax.scan(body, noised[0], (steps, c1))[0]
+    return jax.lax.scan(body, noised[:batch], (steps, c1))[0]
 
 
 def mixing_path(
@@ -327,21 +336,19 @@ def mixing_path(
 ) -> jax.Array:
     """The checked mixing loop. `noise`, where given, holds each pass's standard normal draws
     (`(rewind eps or None, LCM per-step table or None)`) instead of drawing from `key`."""
-    batch = latent.shape[0]
-    per_step = noised.reshape(sigmas.shape[0], batch, *latent.shape[1:])
     x = latent
     for p, (start, _) in enumerate(ranges):
         sig = sigmas[start:]
         pass_key = None if key is None else jax.random.fold_in(key, p)
         rewind_eps, lcm_table = (None, None) if noise is None else noise[p]
         if p == 0:
-            z = per_step
+            z = noised
         else:
             if rewind_eps is None:
                 assert pass_key is not None
                 rewind_eps = jax.random.normal(jax.random.fold_in(pass_key, 0), (sig.shape[0], *x.shape))
             eps = jnp.asarray(rewind_eps, jnp.float32).reshape(sig.shape[0], *x.shape)
-            z = x[None] + eps * sig.reshape((-1,) + (1,) * x.ndim)
+            z = (x[None] + eps * sig.reshape((-1,) + (1,) * x.ndim)).reshape(-1, *x.shape[1:])
         lcm_key = None if pass_key is None else jax.random.fold_in(pass_key, 1)
         x = _one_pass(fn, denoiser, sig, z, c1[start:], sampler, blend_name, lcm_key, lcm_table)
     if normalize_on_mean:

@@ -20,6 +20,7 @@ from ._noise import apply_noise
 from ._validation import check_choice
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
+_Pair = tuple[jax.Array, jax.Array]
 
 MIXING_SAMPLERS = ("euler", "dpmpp_2m", "lcm")
 """The samplers `sample` and `iterative_mixing_sample` offer (ComfyUI's names)."""
@@ -53,17 +54,45 @@ def euler_step(x: jax.Array, denoised: jax.Array, step: Step) -> jax.Array:
     return x + d * _per_item(step.sigma_next - step.sigma, x.ndim)
 
 
-def dpmpp_2m_step(x: jax.Array, denoised: jax.Array, old_denoised: jax.Array, step: Step) -> jax.Array:
-    """k-diffusion's DPM-Solver++(2M) step; first order on the first step and onto sigma 0."""
+class Dpm2mCoefficients(NamedTuple):
+    """DPM++ 2M's per-step scalars (with `t = -log sigma`, `h = t_next - t`)."""
+
+    ratio: jax.Array  # exp(-t_next) / exp(-t)
+    gain: jax.Array  # expm1(-h)
+    half: jax.Array  # 1 / (2 r), r = (t - t_prev) / h
+    first_order: jax.Array  # the first step and the step onto sigma 0
+
+
+def dpmpp_2m_coefficients(step: Step) -> Dpm2mCoefficients:
+    """The scalars of `dpmpp_2m_step`, for one step or (before the loop) every step at once:
+    computed per step inside the loop they are a string of tiny kernels each iteration."""
     t, t_next = -jnp.log(step.sigma), -jnp.log(step.sigma_next)
     h = t_next - t
-    ratio = _per_item(jnp.exp(-t_next) / jnp.exp(-t), x.ndim)
-    gain = _per_item(jnp.expm1(-h), x.ndim)
     r = (t - -jnp.log(step.sigma_prev)) / h
-    half = 1 / (2 * r)
-    second = (1 + half) * denoised - half * old_denoised
     first_order = (step.i == 0) | (step.sigma_next == 0)
-    return ratio * x - gain * jnp.where(first_order, denoised, second)
+    return Dpm2mCoefficients(jnp.exp(-t_next) / jnp.exp(-t), jnp.expm1(-h), 1 / (2 * r), first_order)
+
+
+def dpmpp_2m_step(
+    x: jax.Array, denoised: jax.Array, old_denoised: jax.Array, c: Dpm2mCoefficients
+) -> jax.Array:
+    """k-diffusion's DPM-Solver++(2M) step; first order on the first step and onto sigma 0."""
+    half = _per_item(c.half, x.ndim)
+    second = (1 + half) * denoised - half * old_denoised
+    update = jnp.where(c.first_order, denoised, second)
+    return _per_item(c.ratio, x.ndim) * x - _per_item(c.gain, x.ndim) * update
+
+
+def remember(history: jax.Array, i: jax.Array, denoised: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Store step `i`'s denoised latent in a two-slot ring `(2, *x.shape)`; return the ring and
+    step `i - 1`'s (zeros before step 0).
+
+    Carrying the previous denoised latent as its own loop value makes XLA copy each new one into
+    the carry (the old one is still read that step); a ring is updated in place.
+    """
+    slot = i % 2
+    history = jax.lax.dynamic_update_index_in_dim(history, denoised, slot, 0)
+    return history, jax.lax.dynamic_index_in_dim(history, 1 - slot, keepdims=False)
 
 
 def lcm_renoise(x: jax.Array, noise: jax.Array, step: Step, scaling: str) -> jax.Array:
@@ -151,20 +180,24 @@ def sample_scan(
 ) -> jax.Array:
     """The plain sampler loop (names checked by the caller)."""
     steps = steps_of(sigmas)
+    if sampler == "dpmpp_2m":
 
-    def body(carry: tuple[jax.Array, jax.Array], step: Step) -> tuple[tuple[jax.Array, jax.Array], None]:
-        x, old = carry
+        def body_2m(carry: _Pair, inp: tuple[Step, Dpm2mCoefficients]) -> tuple[_Pair, None]:
+            (x, history), (step, c) = carry, inp
+            denoised = call_denoiser(fn, denoiser, x, step.sigma)
+            history, old = remember(history, step.i, denoised)
+            return (dpmpp_2m_step(x, denoised, old, c), history), None
+
+        history = jnp.zeros((2, *x.shape), x.dtype)
+        return jax.lax.scan(body_2m, (x, history), (steps, dpmpp_2m_coefficients(steps)))[0][0]
+
+    def body(x: jax.Array, step: Step) -> tuple[jax.Array, None]:
         denoised = call_denoiser(fn, denoiser, x, step.sigma)
         if sampler == "euler":
-            x = euler_step(x, denoised, step)
-        elif sampler == "dpmpp_2m":
-            x = dpmpp_2m_step(x, denoised, old, step)
-        else:
-            x = lcm_renoise(denoised, step_noise(key, noise, step.i, x), step, noise_scaling)
-        return (x, denoised), None
+            return euler_step(x, denoised, step), None
+        return lcm_renoise(denoised, step_noise(key, noise, step.i, x), step, noise_scaling), None
 
-    (x, _), _ = jax.lax.scan(body, (x, jnp.zeros_like(x)), steps)
-    return x
+    return jax.lax.scan(body, x, steps)[0]
 
 
 def sample(
