@@ -10,7 +10,6 @@ layout, with each entry the ODE state at its sigma instead of `x + sigma * eps`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -18,44 +17,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
 from ._latent_format import LatentFormat
 from ._names import INVERSION_SOLVERS, INVERSION_ZERO_SIGMA
 from ._noise import check_latent, check_sigmas
 from ._validation import check_choice
 
-Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
-"""`D(x, sigma)`: the `(B, ...)` latents `x` at the `(B,)` noise levels `sigma` -> the denoised `(B, ...)`."""
-
 
 class _Statics(NamedTuple):
     """What is compiled into the kernel: the denoiser's non-array parts and the settings."""
 
-    denoiser_def: Any  # treedef of the denoiser
-    denoiser_static: tuple[tuple[int, Any], ...]  # (leaf index, leaf) of its non-array leaves
+    denoiser: DenoiserStatic
     solver: str
     latent_format: LatentFormat | None
     out_dtype: Any
-
-
-def _split_denoiser(denoiser: Denoiser) -> tuple[list[jax.Array], Any, tuple[tuple[int, Any], ...]]:
-    """The denoiser's array leaves (traced: new parameters do not recompile) and the rest.
-
-    A plain function is one static leaf; a pytree denoiser (a `jax.tree_util.Partial` over
-    parameters, a flax struct dataclass with `__call__`) has its arrays passed as arguments.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten(denoiser)
-    is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
-    arrays = [jnp.asarray(leaf) for leaf, a in zip(leaves, is_array, strict=True) if a]
-    static = tuple((i, leaf) for i, (leaf, a) in enumerate(zip(leaves, is_array, strict=True)) if not a)
-    return arrays, treedef, static
-
-
-def _join_denoiser(arrays: list[jax.Array], statics: _Statics) -> Denoiser:
-    static = dict(statics.denoiser_static)
-    it = iter(arrays)
-    n = len(arrays) + len(static)
-    leaves = [static[i] if i in static else next(it) for i in range(n)]
-    return jax.tree_util.tree_unflatten(statics.denoiser_def, leaves)
 
 
 def _slope(denoiser: Denoiser, x: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -93,7 +68,7 @@ _STEPS = {"euler": euler_step, "heun": heun_step}
 @functools.partial(jax.jit, static_argnames=("statics",))
 def _inverted(arrays: list[jax.Array], x: jax.Array, sigmas: jax.Array, *, statics: _Statics) -> jax.Array:
     """The `(n * B, ...)` trajectory; `x` is the latent as given, `sigmas` float32 with n >= 1."""
-    denoiser = _join_denoiser(arrays, statics)
+    denoiser = join_denoiser(arrays, statics.denoiser)
     step = _STEPS[statics.solver]
     fmt = statics.latent_format
     x0 = x.astype(jnp.float32)
@@ -183,6 +158,6 @@ def inverted_latents(
             )
     if sigmas.shape[0] == 0:
         return jnp.zeros((0, *latent.shape[1:]), latent.dtype)
-    arrays, treedef, static = _split_denoiser(denoiser)
-    statics = _Statics(treedef, static, solver, latent_format, latent.dtype)
+    arrays, denoiser_static = split_denoiser(denoiser)
+    statics = _Statics(denoiser_static, solver, latent_format, latent.dtype)
     return _inverted(arrays, latent, sigmas, statics=statics)

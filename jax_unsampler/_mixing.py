@@ -8,14 +8,16 @@ The rules follow the original node pack's code; its quirks are kept (see the REA
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from ._denoiser_args import DenoiserStatic, join_denoiser, split_denoiser
 from ._float32 import divide
 from ._samplers import (
     MIXING_SAMPLERS,
@@ -147,14 +149,34 @@ def blending_schedule(
         )
     start = _pct_step(fn, "start_blending_at_pct", start_blending_at_pct, steps, 0)
     stop = _pct_step(fn, "stop_blending_at_pct", stop_blending_at_pct, steps, steps)
+    clamp = clamp_blending_at_pct is not None
+    first = _pct_step(fn, "clamp_blending_at_pct", clamp_blending_at_pct, steps, steps) if clamp else 0
+    return _schedule_kernel(
+        *(jnp.asarray(v, jnp.int32) for v in (start, stop, first)),
+        *(jnp.asarray(v, jnp.float32) for v in (alpha_1, blend_min, blend_max)),
+        name=name, steps=steps, clamp=clamp,
+    )  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnames=("name", "steps", "clamp"))
+def _schedule_kernel(
+    start: jax.Array,
+    stop: jax.Array,
+    first: jax.Array,
+    alpha_1: jax.Array,
+    lo: jax.Array,
+    hi: jax.Array,
+    *,
+    name: str,
+    steps: int,
+    clamp: bool,
+) -> jax.Array:
+    """`blending_schedule` from its start, stop and clamp steps (int32) and its values."""
     t = jnp.arange(steps, dtype=jnp.int32)
     c1 = _SCHEDULES[name](t, steps, start, stop, alpha_1).astype(jnp.float32)
-    if clamp_blending_at_pct is not None:
-        first = _pct_step(fn, "clamp_blending_at_pct", clamp_blending_at_pct, steps, steps)
-        first = jnp.where(jnp.asarray(first) < 0, jnp.maximum(jnp.asarray(first) + steps, 0), first)
+    if clamp:
+        first = jnp.where(first < 0, jnp.maximum(first + steps, 0), first)
         c1 = jnp.where(t >= first, jnp.float32(1.0), c1)
-    lo = jnp.asarray(blend_min, jnp.float32)
-    hi = jnp.asarray(blend_max, jnp.float32)
     return _lerp(lo, hi, c1)
 
 
@@ -496,7 +518,35 @@ def iterative_mixing_sample(
         start_blending_at_pct=start_blending_at_pct, stop_blending_at_pct=stop_blending_at_pct,
         clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
     )  # fmt: skip
+    arrays, denoiser_static = split_denoiser(denoiser)
+    normalize = bool(normalize_on_mean)
+    statics = _MixingStatics(denoiser_static, sampler, blending_function, tuple(ranges), normalize)
+    return _mixing_kernel(arrays, x, s, z, c1, key, statics=statics)
+
+
+class _MixingStatics(NamedTuple):
+    """What `_mixing_kernel` compiles in: the denoiser's non-array parts and the settings."""
+
+    denoiser: DenoiserStatic
+    sampler: str
+    blend_name: str
+    ranges: tuple[tuple[int, int], ...]
+    normalize_on_mean: bool
+
+
+@functools.partial(jax.jit, static_argnames=("statics",))
+def _mixing_kernel(
+    arrays: list[jax.Array],
+    latent: jax.Array,
+    sigmas: jax.Array,
+    noised: jax.Array,
+    c1: jax.Array,
+    key: jax.Array | None,
+    *,
+    statics: _MixingStatics,
+) -> jax.Array:
     return mixing_path(
-        fn, denoiser, x, s, z, c1, sampler=sampler, blend_name=blending_function, ranges=ranges,
-        normalize_on_mean=bool(normalize_on_mean), key=key,
+        "iterative_mixing_sample", join_denoiser(arrays, statics.denoiser), latent, sigmas, noised, c1,
+        sampler=statics.sampler, blend_name=statics.blend_name, ranges=list(statics.ranges),
+        normalize_on_mean=statics.normalize_on_mean, key=key,
     )  # fmt: skip

@@ -7,7 +7,7 @@ after each (the iterative mixing of ComfyUI-Iterative-Mixer), so the steps live 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import NamedTuple
 
 import jax
@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
 from ._names import NOISE_SCALINGS
 from ._noise import apply_noise
 from ._validation import check_choice
 
-Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 _Pair = tuple[jax.Array, jax.Array]
 
 MIXING_SAMPLERS = ("euler", "dpmpp_2m", "lcm")
@@ -244,4 +244,28 @@ def sample(
         if key is None:
             raise ValueError(f"{fn}: sampler 'lcm' draws fresh noise: pass key= (e.g. jax.random.key(0))")
         key = check_key(fn, key)
-    return sample_scan(fn, denoiser, x, s, sampler, key=key, noise_scaling=scaling)
+    arrays, denoiser_static = split_denoiser(denoiser)
+    return _sample_kernel(arrays, x, s, key, statics=_SampleStatics(denoiser_static, sampler, scaling))
+
+
+class _SampleStatics(NamedTuple):
+    """What `_sample_kernel` compiles in: the denoiser's non-array parts and the names."""
+
+    denoiser: DenoiserStatic
+    sampler: str
+    noise_scaling: str
+
+
+@functools.partial(jax.jit, static_argnames=("statics",))
+def _sample_kernel(
+    arrays: list[jax.Array],
+    x: jax.Array,
+    sigmas: jax.Array,
+    key: jax.Array | None,
+    *,
+    statics: _SampleStatics,
+) -> jax.Array:
+    denoiser = join_denoiser(arrays, statics.denoiser)
+    return sample_scan(
+        "sample", denoiser, x, sigmas, statics.sampler, key=key, noise_scaling=statics.noise_scaling
+    )

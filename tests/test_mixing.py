@@ -285,6 +285,12 @@ def test_jit_whole_call_no_recompile():
     size = f._cache_size()
     f(latent * 2, sigmas * 0.5, noised, alpha_1=3.0, stop_blending_at_pct=0.6, blend_min=0.2, **kw)
     assert f._cache_size() == size
+
+
+@pytest.mark.slow  # rewind passes and LCM draws: several programs to compile
+def test_jit_lcm_with_rewind_no_recompile():
+    den, latent, sigmas, noised = _setup()
+    names = ("sampler", "rewind", "rewind_min")
     g = jax.jit(lambda *a, **k: ju.iterative_mixing_sample(den, *a, **k), static_argnames=names)
     g(latent, sigmas, noised, sampler="lcm", rewind=True, rewind_min=0.5, key=jax.random.key(0))
     size = g._cache_size()
@@ -344,3 +350,26 @@ def test_blend_and_schedule_bad_input():
         ju.blend("addition", jnp.ones((1, 2)), jnp.ones((1, 3)), 0.5)
     with pytest.raises(ValueError, match=r"blend: weight must be a scalar or of shape \(1,\)"):
         ju.blend("addition", jnp.ones((1, 2)), jnp.ones((1, 2)), jnp.ones(3))
+
+
+def test_eager_call_is_one_kernel_and_pytree_parameters_are_traced():
+    """An eager call runs one jitted kernel; a `jax.tree_util.Partial` denoiser's new parameter
+    values reuse it (and are used), as do new values of the latent, sigmas and settings."""
+    from jax_unsampler import _mixing
+
+    def gauss(mu, x, sigma):
+        return gaussian_denoiser(mu)(x, sigma)
+
+    _, latent, sigmas, noised = _setup()
+    run = lambda mu, **kw: ju.iterative_mixing_sample(  # noqa: E731
+        jax.tree_util.Partial(gauss, jnp.float32(mu)), latent, sigmas, noised, sampler="dpmpp_2m", **kw
+    )
+    a = run(0.1, alpha_1=2.0)
+    size = _mixing._mixing_kernel._cache_size()
+    b = run(0.7, alpha_1=3.0)
+    assert _mixing._mixing_kernel._cache_size() == size
+    closure = ju.iterative_mixing_sample(
+        gaussian_denoiser(jnp.float32(0.7)), latent, sigmas, noised, sampler="dpmpp_2m", alpha_1=3.0
+    )
+    np.testing.assert_allclose(np.asarray(b), np.asarray(closure), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(np.asarray(a), np.asarray(b))

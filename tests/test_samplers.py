@@ -91,3 +91,22 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ju.sample(args.pop("denoiser"), args.pop("latent_or_noise"), args.pop("sigmas"), **args)
+
+
+def test_eager_call_is_one_kernel_and_pytree_parameters_are_traced():
+    """`sample` runs one jitted kernel; a `jax.tree_util.Partial` denoiser's new parameter values
+    reuse it (and are used)."""
+    from jax_unsampler import _samplers
+
+    def gauss(mu, x, sigma):
+        return gaussian_denoiser(mu)(x, sigma)
+
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4))
+    sigmas = jnp.array([4.0, 1.0, 0.3, 0.0])
+    a = ju.sample(jax.tree_util.Partial(gauss, jnp.float32(0.1)), x, sigmas, sampler="dpmpp_2m")
+    size = _samplers._sample_kernel._cache_size()
+    b = ju.sample(jax.tree_util.Partial(gauss, jnp.float32(0.6)), x * 2, sigmas * 0.5, sampler="dpmpp_2m")
+    assert _samplers._sample_kernel._cache_size() == size
+    closure = ju.sample(gaussian_denoiser(jnp.float32(0.6)), x * 2, sigmas * 0.5, sampler="dpmpp_2m")
+    np.testing.assert_allclose(np.asarray(b), np.asarray(closure), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(np.asarray(a), np.asarray(b))
