@@ -33,7 +33,8 @@ def _batch(key, latent, sigmas, noise):
     return ju.batch_unsample(key, "sd15", "euler", "karras", 4, latent=latent)
 
 
-@pytest.mark.parametrize("entry", quick_subset([_noised, _batch, _markov, _from_noise], 2))
+# The quick suite takes one entry in each of these two tests, another in each.
+@pytest.mark.parametrize("entry", quick_subset([_noised, _batch, _markov, _from_noise], 4))
 def test_jit_with_captured_arrays_equals_eager(entry):
     # The latent, sigmas and noise come from the closure: concrete inside the trace.
     captured = jax.jit(lambda key: entry(key, LATENT, SIGMAS, NOISE))
@@ -43,7 +44,7 @@ def test_jit_with_captured_arrays_equals_eager(entry):
     np.testing.assert_allclose(np.asarray(captured(KEY)), np.asarray(eager), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("entry", quick_subset([_noised, _batch, _markov, _from_noise], 2))
+@pytest.mark.parametrize("entry", quick_subset([_markov, _from_noise, _noised, _batch], 4))
 def test_jit_with_passed_arrays_equals_eager_and_compiles_once(entry):
     passed = jax.jit(entry)
     eager = entry(KEY, LATENT, SIGMAS, NOISE)

@@ -32,7 +32,7 @@ def _eps(z, x, s):
     )
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", quick_subset([False, True], 2))  # TestVariants runs both quickly
 def test_layout_is_step_major_with_documented_keys(jit):
     x, s = _latent(), _sigmas()
     fn = jax.jit(ju.noised_latents) if jit else ju.noised_latents
@@ -53,7 +53,7 @@ class TestVariants(chex.TestCase):
         np.testing.assert_allclose(np.asarray(fn(KEY, x, s)), np.asarray(ref), rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(1, 4, 8, 8), (2, 16, 3, 4, 4), (3, 64, 10), (2, 7)])
+@pytest.mark.parametrize("shape", quick_subset([(1, 4, 8, 8), (2, 16, 3, 4, 4), (3, 64, 10), (2, 7)], 2))
 def test_any_batch_and_rank(shape):
     x, s = _latent(shape), _sigmas(4)
     z = ju.noised_latents(KEY, x, s)
@@ -114,7 +114,8 @@ def test_prefix_of_sigmas_gives_prefix_of_batch(coupling):
     np.testing.assert_array_equal(np.asarray(part), np.asarray(full[: 5 * 3]))
 
 
-@pytest.mark.parametrize("coupling", ju.COUPLINGS)
+# One coupling in the quick suite (the pinned chunk tests take the others).
+@pytest.mark.parametrize("coupling", quick_subset(ju.COUPLINGS, 3))
 @pytest.mark.parametrize("normalize", quick_subset([True, False], 2))
 def test_chunks_equal_one_run(coupling, normalize):
     x, s = _latent(), _sigmas(11)

@@ -163,8 +163,9 @@ def test_noised_latents_pinned(name, coupling, normalize):
 CHUNKINGS = (1, 2, 3, 7)
 
 
+# The quick suite takes one coupling in each of the three tests below, a different one in each.
 @pytest.mark.parametrize("chunk", quick_subset(CHUNKINGS, 4))
-@pytest.mark.parametrize("coupling", COUPLINGS)
+@pytest.mark.parametrize("coupling", quick_subset(COUPLINGS, 3))
 def test_noised_latents_chunks_pinned(coupling, chunk):
     x = _latent((2, 4, 6, 6), "float32")
     parts = ju.noised_latents_chunks(
@@ -173,7 +174,7 @@ def test_noised_latents_chunks_pinned(coupling, chunk):
     assert _digest(parts) == PINNED_CHUNKS[(coupling, chunk)]
 
 
-@pytest.mark.parametrize("coupling", COUPLINGS)
+@pytest.mark.parametrize("coupling", quick_subset(("shared", "markov", "independent"), 3))
 def test_noised_latents_chunks_concatenate_to_pinned_whole(coupling):
     """Every chunking hashes, concatenated, to the whole batch (a check the pins cannot make alone)."""
     x = _latent((2, 4, 6, 6), "float32")
@@ -194,7 +195,7 @@ UNSAMPLE = [
 ]
 
 
-@pytest.mark.parametrize("coupling", COUPLINGS)
+@pytest.mark.parametrize("coupling", quick_subset(("markov", "independent", "shared"), 3))
 @pytest.mark.parametrize("case", quick_subset(UNSAMPLE, 4, ids=[c[0] for c in UNSAMPLE]))
 def test_batch_unsample_pinned(case, coupling):
     model, sampler, scheduler, steps, start, end, mode, shape, dtype = case
