@@ -11,9 +11,10 @@ from conftest import quick_subset
 import jax_unsampler as ju
 
 KEY = jax.random.key(3)
-LATENT = jax.random.normal(jax.random.key(9), (2, 4, 6, 6))
-SIGMAS = jnp.array([0.2, 0.7, 1.5, 4.0])
-NOISE = jax.random.normal(jax.random.key(4), (8, 4, 6, 6))
+# Inputs from NumPy: a module-level JAX draw would compile at collection, in every worker.
+LATENT = np.random.default_rng(9).standard_normal((2, 4, 6, 6)).astype(np.float32)
+SIGMAS = np.array([0.2, 0.7, 1.5, 4.0], np.float32)
+NOISE = np.random.default_rng(4).standard_normal((8, 4, 6, 6)).astype(np.float32)
 SD15 = ju.preset("sd15")
 
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from conftest import quick_subset
 from safetensors import safe_open
 
 from jax_unsampler import latent_file
@@ -136,7 +137,7 @@ def _start_long_run(d: Path) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", quick_subset([signal.SIGTERM, signal.SIGHUP], 2))
 def test_terminating_signals_clean_up_and_exit_128_plus_n(tmp_path, signum):
     # `timeout` sends SIGTERM; a closed terminal sends SIGHUP.
     proc = _start_long_run(tmp_path)

@@ -128,7 +128,7 @@ def test_gaussian_converges_at_the_solvers_order(solver, order):
     assert np.all(np.diff(errors) < 0), errors
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("solver", quick_subset(["heun", "euler"], 2))  # Euler: the recurrence test
 def test_every_entry_is_near_the_ode_state(solver):
     mu, s = -0.2, 1.3
     x = _latent((1, 2, 3, 3), seed=2)

@@ -163,7 +163,7 @@ def test_noised_latents_pinned(name, coupling, normalize):
 CHUNKINGS = (1, 2, 3, 7)
 
 
-# The quick suite takes one coupling in each of the three tests below, a different one in each.
+# The quick suite takes one coupling in each of the two tests below, a different one in each.
 @pytest.mark.parametrize("chunk", quick_subset(CHUNKINGS, 4))
 @pytest.mark.parametrize("coupling", quick_subset(COUPLINGS, 3))
 def test_noised_latents_chunks_pinned(coupling, chunk):
@@ -174,7 +174,8 @@ def test_noised_latents_chunks_pinned(coupling, chunk):
     assert _digest(parts) == PINNED_CHUNKS[(coupling, chunk)]
 
 
-@pytest.mark.parametrize("coupling", quick_subset(("shared", "markov", "independent"), 3))
+@pytest.mark.slow  # five programs per coupling; test_noise's chunk test checks this quickly
+@pytest.mark.parametrize("coupling", COUPLINGS)
 def test_noised_latents_chunks_concatenate_to_pinned_whole(coupling):
     """Every chunking hashes, concatenated, to the whole batch (a check the pins cannot make alone)."""
     x = _latent((2, 4, 6, 6), "float32")

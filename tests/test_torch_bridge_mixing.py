@@ -17,7 +17,7 @@ CASES = [c for c in MIXES if c[0]["draws"] > 1] + [c for c in MIXES if c[0]["dra
 
 
 @pytest.mark.parametrize(
-    "case", quick_subset(CASES, 6, ids=[f"{r['i']}-{r['sampler']}-{r['draws']}draws" for r, _ in CASES])
+    "case", quick_subset(CASES, 12, ids=[f"{r['i']}-{r['sampler']}-{r['draws']}draws" for r, _ in CASES])
 )
 def test_reproduces_original_with_its_seed(case):
     r, a = case
