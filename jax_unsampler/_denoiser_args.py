@@ -26,18 +26,41 @@ class DenoiserStatic(NamedTuple):
     leaves: tuple[tuple[int, Any], ...]
 
 
+class _ByIdentity:
+    """An unhashable static leaf (say a non-frozen dataclass with `__call__`), compared by
+    identity: the kernel is reused while the same object is passed, recompiled for another."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByIdentity) and other.value is self.value
+
+
+def _static(leaf: Any) -> Any:
+    try:
+        hash(leaf)
+    except TypeError:
+        return _ByIdentity(leaf)
+    return leaf
+
+
 def split_denoiser(denoiser: Denoiser) -> tuple[list[jax.Array], DenoiserStatic]:
     """`(array leaves, static part)`; a plain function is one static leaf."""
     leaves, treedef = jax.tree_util.tree_flatten(denoiser)
     is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
     arrays = [jnp.asarray(leaf) for leaf, a in zip(leaves, is_array, strict=True) if a]
-    static = tuple((i, leaf) for i, (leaf, a) in enumerate(zip(leaves, is_array, strict=True)) if not a)
+    pairs = enumerate(zip(leaves, is_array, strict=True))
+    static = tuple((i, _static(leaf)) for i, (leaf, a) in pairs if not a)
     return arrays, DenoiserStatic(treedef, static)
 
 
 def join_denoiser(arrays: list[jax.Array], static: DenoiserStatic) -> Denoiser:
     """The denoiser `split_denoiser` took apart, with `arrays` (traced inside the kernel)."""
-    fixed = dict(static.leaves)
+    fixed = {i: leaf.value if isinstance(leaf, _ByIdentity) else leaf for i, leaf in static.leaves}
     it = iter(arrays)
     leaves = [fixed[i] if i in fixed else next(it) for i in range(len(arrays) + len(fixed))]
     return jax.tree_util.tree_unflatten(static.treedef, leaves)
