@@ -19,26 +19,26 @@ from jax.typing import ArrayLike
 
 from ._denoiser_args import DenoiserStatic, join_denoiser, split_denoiser
 from ._float32 import divide
+from ._keys import canonical_key
 from ._samplers import (
     MIXING_SAMPLERS,
     Denoiser,
     Dpm2mCoefficients,
+    Pair,
     Step,
     call_denoiser,
-    check_key,
     check_latent,
     check_sigmas,
     dpmpp_2m_coefficients,
     dpmpp_2m_step,
     euler_step,
     is_concrete,
+    needs_lcm_noise,
     remember,
     step_noise,
     steps_of,
 )
 from ._validation import check_choice, check_int
-
-_Pair = tuple[jax.Array, jax.Array]
 
 BLENDING_SCHEDULES = ("cosine", "linear", "logistic")
 """The rising blending schedules `c1` of `blending_schedule`."""
@@ -191,7 +191,7 @@ def _norm(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(x * x, axis=1, keepdims=True))
 
 
-def _addition(l1: jax.Array, l2: jax.Array, w: jax.Array, l1_norm: jax.Array | None = None) -> jax.Array:
+def _addition(l1: jax.Array, l2: jax.Array, w: jax.Array) -> jax.Array:
     return (1 - w) * l1 + w * l2
 
 
@@ -215,7 +215,8 @@ def _norm_only(l1: jax.Array, l2: jax.Array, w: jax.Array, l1_norm: jax.Array | 
     return out.reshape(l1.shape)
 
 
-_BLENDS = {"addition": _addition, "slerp": _slerp, "norm_only": _norm_only}
+# The blends over whole items (addition, elementwise, is applied on its own in `_blend`).
+_ITEM_BLENDS = {"slerp": _slerp, "norm_only": _norm_only}
 
 
 def _blend(
@@ -226,7 +227,7 @@ def _blend(
     if name == "addition":
         w = w.reshape(w.shape + (1,) * (x.ndim - w.ndim)) if w.ndim else w
         return _addition(noised, x, w)
-    return _BLENDS[name](noised, x, jnp.broadcast_to(w, (x.shape[0],)), noised_norm)
+    return _ITEM_BLENDS[name](noised, x, jnp.broadcast_to(w, (x.shape[0],)), noised_norm)
 
 
 def blend(name: str, noised: ArrayLike, x: ArrayLike, weight: ArrayLike) -> jax.Array:
@@ -318,7 +319,7 @@ def _one_pass(
 
     if sampler == "dpmpp_2m":
 
-        def body_2m(carry: _Pair, inp: tuple[Step, Dpm2mCoefficients, jax.Array]) -> tuple[_Pair, None]:
+        def body_2m(carry: Pair, inp: tuple[Step, Dpm2mCoefficients, jax.Array]) -> tuple[Pair, None]:
             (x, history), (step, c, w) = carry, inp
             z, norm, denoised = read(x, step)
             history, old = remember(history, step.i, denoised)
@@ -443,7 +444,7 @@ def check_mixing(
     ranges = rewind_ranges(steps, lo, hi) if rewind else [(0, steps)]
     needed = len(ranges) > 1
     if sampler == "lcm":
-        needed = needed or not is_concrete(s) or bool(np.any(np.asarray(s)[1:] > 0))
+        needed = needed or needs_lcm_noise(s)
     if needed and not key_given:
         why = "rewind draws fresh noised batches" if len(ranges) > 1 else "sampler 'lcm' draws fresh noise"
         raise ValueError(f"{fn}: key is required here ({why}): pass key= (e.g. jax.random.key(0))")
@@ -512,7 +513,7 @@ def iterative_mixing_sample(
         fn, denoiser, latent, sigmas, noised, sampler, blending_schedule, blending_function,
         rewind, rewind_min, rewind_max, normalize_on_mean, key is not None,
     )  # fmt: skip
-    key = check_key(fn, key) if needed else None
+    key = canonical_key(fn, key) if needed else None
     c1 = _schedule(
         blending_schedule, s.shape[0] - 1, alpha_1=alpha_1,
         start_blending_at_pct=start_blending_at_pct, stop_blending_at_pct=stop_blending_at_pct,

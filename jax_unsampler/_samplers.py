@@ -16,11 +16,14 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
+from ._keys import canonical_key
 from ._names import NOISE_SCALINGS
+from ._noise import _is_concrete as is_concrete
 from ._noise import apply_noise
 from ._validation import check_choice
 
-_Pair = tuple[jax.Array, jax.Array]
+Pair = tuple[jax.Array, jax.Array]
+"""A loop carry of two latents (the latent and the DPM++ 2M ring of denoised ones)."""
 
 MIXING_SAMPLERS = ("euler", "dpmpp_2m", "lcm")
 """The samplers `sample` and `iterative_mixing_sample` offer (ComfyUI's names)."""
@@ -119,24 +122,6 @@ def step_noise(
     return jax.random.normal(jax.random.fold_in(key, index), like.shape, like.dtype)
 
 
-def is_concrete(x: object) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def check_key(fn: str, key: object) -> jax.Array:
-    """A typed or raw PRNG key as an array (raw uint32 keys accepted as jax.random takes them)."""
-    try:
-        arr = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    except TypeError:
-        arr = None
-    if arr is None or not (jnp.issubdtype(arr.dtype, jax.dtypes.prng_key) or arr.dtype == jnp.uint32):
-        raise ValueError(
-            f"{fn}: key must be a JAX PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
-            f"got {key!r}"
-        )
-    return arr
-
-
 def check_sigmas(fn: str, sigmas: ArrayLike) -> jax.Array:
     """1-D float32 sigmas, at least two; descending (non-increasing), finite and >= 0 when concrete."""
     s = jnp.asarray(sigmas, jnp.float32)
@@ -163,7 +148,8 @@ def check_latent(fn: str, what: str, x: ArrayLike) -> jax.Array:
     return arr
 
 
-def _needs_lcm_noise(sigmas: jax.Array) -> bool:
+def needs_lcm_noise(sigmas: jax.Array) -> bool:
+    """Whether LCM draws noise: some step ends above 0 (always assumed for traced sigmas)."""
     return not is_concrete(sigmas) or bool(np.any(np.asarray(sigmas)[1:] > 0))
 
 
@@ -182,7 +168,7 @@ def sample_scan(
     steps = steps_of(sigmas)
     if sampler == "dpmpp_2m":
 
-        def body_2m(carry: _Pair, inp: tuple[Step, Dpm2mCoefficients]) -> tuple[_Pair, None]:
+        def body_2m(carry: Pair, inp: tuple[Step, Dpm2mCoefficients]) -> tuple[Pair, None]:
             (x, history), (step, c) = carry, inp
             denoised = call_denoiser(fn, denoiser, x, step.sigma)
             history, old = remember(history, step.i, denoised)
@@ -240,10 +226,10 @@ def sample(
         )
     x = check_latent(fn, "latent_or_noise", latent_or_noise).astype(jnp.float32)
     s = check_sigmas(fn, sigmas)
-    if sampler == "lcm" and _needs_lcm_noise(s):
+    if sampler == "lcm" and needs_lcm_noise(s):
         if key is None:
             raise ValueError(f"{fn}: sampler 'lcm' draws fresh noise: pass key= (e.g. jax.random.key(0))")
-        key = check_key(fn, key)
+        key = canonical_key(fn, key)
     arrays, denoiser_static = split_denoiser(denoiser)
     return _sample_kernel(arrays, x, s, key, statics=_SampleStatics(denoiser_static, sampler, scaling))
 

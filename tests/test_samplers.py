@@ -80,7 +80,7 @@ def test_any_rank_and_batch():
         ({"sampler": "euler", "sigmas": [0.0, 1.0]}, "sample: sigmas must be descending"),
         ({"sampler": "euler", "sigmas": [1.0]}, "sample: sigmas must be 1-D with at least 2"),
         ({"sampler": "lcm"}, "sample: sampler 'lcm' draws fresh noise: pass key="),
-        ({"sampler": "lcm", "key": 3}, "sample: key must be a JAX PRNG key"),
+        ({"sampler": "lcm", "key": 3}, r"sample: key must be a PRNG key, got the int 3; pass jax.random.key"),
         ({"sampler": "euler", "noise_scaling": "flow"}, "sample: unknown noise_scaling 'flow'"),
         ({"sampler": "euler", "denoiser": lambda x, s: x[:1]}, r"sample: denoiser returned shape \(1, 3\)"),
         ({"sampler": "euler", "latent_or_noise": jnp.ones(3)}, "sample: latent_or_noise must be"),
