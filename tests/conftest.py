@@ -90,6 +90,18 @@ def assert_sigmas_close(got, expected, sigma_max, context=""):
 
 # ComfyUI, where COMFYUI_PATH names a checkout (the tests that need it are skipped otherwise).
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+
+# The reference trees beside the checkout (`../shared/reference/`, as CI lays them out); the
+# environment variables override where each one is.
+REFERENCE = pathlib.Path(
+    os.environ.get(
+        "JAX_UNSAMPLER_REFERENCE", pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
+    )
+)
+ITERATIVE_MIXER_PATH = pathlib.Path(
+    os.environ.get("ITERATIVE_MIXER_PATH", REFERENCE / "ComfyUI-Iterative-Mixer")
+)
+"""The original ComfyUI-Iterative-Mixer's source tree (or a git directory of it)."""
 needs_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
 
 
@@ -151,6 +163,14 @@ def import_comfy(comfyui_path: str) -> types.SimpleNamespace:
     root = str(pathlib.Path(comfyui_path).expanduser().resolve())
     if root not in sys.path:
         sys.path.insert(0, root)
+    # ComfyUI's `comfy` is a namespace package, which any regular package of that name on
+    # sys.path hides: a checkout of this repository in a folder named `comfy` (its root is a
+    # package, and pytest puts the folder above it on sys.path). Keep such entries out.
+    ours = os.path.join(root, "comfy")
+    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "comfy", "__init__.py"))]
+    if list(getattr(sys.modules.get("comfy"), "__path__", [ours])) != [ours]:
+        for name in [n for n in sys.modules if n == "comfy" or n.startswith("comfy.")]:
+            del sys.modules[name]
     stand_in_if_broken("torchvision")
     import comfy.cli_args
 

@@ -1,12 +1,11 @@
-"""Live: the original ComfyUI-Iterative-Mixer's own code (run from its git mirror, with ComfyUI
-from COMFYUI_PATH) against torch_bridge.iterative_mixing_sample_torch on random settings.
+"""Live: the original ComfyUI-Iterative-Mixer's own code (run from its reference tree, with
+ComfyUI from COMFYUI_PATH) against torch_bridge.iterative_mixing_sample_torch on random settings.
 
-Set ITERATIVE_MIXER_MIRROR to the original's git directory (default: the project's mirror
-path); skipped where either is missing."""
+The original is read from `../shared/reference/ComfyUI-Iterative-Mixer` beside the checkout, or
+from ITERATIVE_MIXER_PATH (a source tree or a git directory); skipped where either is missing."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 import tempfile
@@ -14,16 +13,15 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from conftest import COMFYUI_PATH, needs_comfyui
+from conftest import COMFYUI_PATH, ITERATIVE_MIXER_PATH, needs_comfyui
 from mixing_toys import toy
 
-MIRROR = os.environ.get("ITERATIVE_MIXER_MIRROR", "/work/.mirror/ttulttul+ComfyUI-Iterative-Mixer/repo")
 TOOLS = pathlib.Path(__file__).resolve().parents[1] / "tools"
 
 pytestmark = [
     needs_comfyui,
     pytest.mark.skipif(
-        not pathlib.Path(MIRROR).exists(), reason="set ITERATIVE_MIXER_MIRROR to the original's git"
+        not ITERATIVE_MIXER_PATH.exists(), reason="set ITERATIVE_MIXER_PATH to the original's source tree"
     ),
 ]
 
@@ -35,7 +33,7 @@ def original(comfy):
     import record_iterative_mixer as rec
 
     with tempfile.TemporaryDirectory() as tmp:
-        samplers_mod, _ = rec.import_original(rec.extract_mirror(MIRROR, pathlib.Path(tmp)))
+        samplers_mod, _ = rec.import_original(rec.extract_mirror(ITERATIVE_MIXER_PATH, pathlib.Path(tmp)))
         yield rec, comfy_samplers, samplers_mod
 
 

@@ -122,8 +122,9 @@ def test_the_example_workflows_validate_against_comfyuis_nodes(loaded):
     assert missing == []
     node_types = {k: v for k, v in node_types.items() if v is not None}
     for name, workflow in example_workflows().items():
-        # A checkpoint name is the user's; every other value must be one ComfyUI accepts.
-        problems = check_workflow(workflow, node_types, file_inputs={("CheckpointLoaderSimple", "ckpt_name")})
+        # A checkpoint or an image is the user's file; every other value must be one ComfyUI accepts.
+        files = {("CheckpointLoaderSimple", "ckpt_name"), ("LoadImage", "image")}
+        problems = check_workflow(workflow, node_types, file_inputs=files)
         assert problems == [], name
 
 

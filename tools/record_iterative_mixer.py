@@ -12,8 +12,10 @@ with two torch denoisers (the exact denoiser of Gaussian data and a nonlinear on
 again in JAX by the tests), and stores inputs and outputs in `tests/data/iterative_mixer.npz`
 (`index`: a JSON list of records; arrays named `<kind><i>_<name>`).
 
-    python tools/record_iterative_mixer.py [--comfyui /work/ComfyUI]
-        [--mirror /work/.mirror/ttulttul+ComfyUI-Iterative-Mixer/repo]
+    python tools/record_iterative_mixer.py [--comfyui PATH] [--mirror PATH]
+
+Both default to the reference trees beside the checkout (`../shared/reference/ComfyUI` and
+`../shared/reference/ComfyUI-Iterative-Mixer`); `--mirror` also takes a git directory.
 """
 
 from __future__ import annotations
@@ -58,14 +60,24 @@ def nonlinear_denoiser(mu: torch.Tensor):
     return denoise
 
 
-def extract_mirror(mirror: str, dest: pathlib.Path) -> pathlib.Path:
+REFERENCE = ROOT.parent / "shared" / "reference"
+SOURCES = ("__init__.py", "samplers/__init__.py", "utils/__init__.py", "utils/noise.py")
+
+
+def extract_mirror(mirror: str | pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
+    """The original's Python sources copied into `dest` from a source tree (the reference
+    tree) or a git directory (its HEAD), under a package name of their own."""
     pack = dest / "iterative_mixer_pack"
     pack.mkdir()
-    # The Python sources only (the mirror may lack the blobs of its pictures).
-    for path in ("__init__.py", "samplers/__init__.py", "utils/__init__.py", "utils/noise.py"):
-        text = subprocess.run(
-            ["git", "-C", mirror, "show", f"HEAD:{path}"], check=True, capture_output=True
-        ).stdout
+    tree = pathlib.Path(mirror)
+    # The Python sources only (a mirror may lack the blobs of its pictures).
+    for path in SOURCES:
+        if (tree / path).is_file():
+            text = (tree / path).read_bytes()
+        else:
+            text = subprocess.run(
+                ["git", "-C", str(mirror), "show", f"HEAD:{path}"], check=True, capture_output=True
+            ).stdout
         (pack / path).parent.mkdir(parents=True, exist_ok=True)
         (pack / path).write_bytes(text)
     return pack
@@ -99,8 +111,8 @@ def run_original(comfy_samplers, samplers_mod, sampler: str, denoise, latent, si
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--comfyui", default="/work/ComfyUI")
-    parser.add_argument("--mirror", default="/work/.mirror/ttulttul+ComfyUI-Iterative-Mixer/repo")
+    parser.add_argument("--comfyui", default=str(REFERENCE / "ComfyUI"))
+    parser.add_argument("--mirror", default=str(REFERENCE / "ComfyUI-Iterative-Mixer"))
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests"))
