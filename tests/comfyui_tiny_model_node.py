@@ -5,6 +5,10 @@ without weights.
 SD1.5 model config gives a loaded checkpoint: its model sampling (`model_base.model_sampling`)
 and latent format. That is all the unsampler node reads. `broken=True` returns a ModelPatcher
 around a module without model sampling: the bad MODEL input of the test.
+
+`TinyConditioningForTests` returns a CONDITIONING without a text encoder: seeded random
+(1, 77, 768) embeddings, what CLIPTextEncode gives an SD1.5 model (the tiny checkpoint the
+server tests use has no text encoder).
 """
 
 import comfy.model_base
@@ -34,4 +38,21 @@ class TinyModelForTests:
         return (comfy.model_patcher.ModelPatcher(module, load_device=cpu, offload_device=cpu),)
 
 
-NODE_CLASS_MAPPINGS = {"TinyModelForTests": TinyModelForTests}
+class TinyConditioningForTests:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "testing"
+
+    def encode(self, seed):
+        embedding = torch.randn((1, 77, 768), generator=torch.Generator().manual_seed(seed))
+        return ([[embedding, {}]],)
+
+
+NODE_CLASS_MAPPINGS = {
+    "TinyModelForTests": TinyModelForTests,
+    "TinyConditioningForTests": TinyConditioningForTests,
+}

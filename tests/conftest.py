@@ -157,6 +157,16 @@ def comfy():
     return import_comfy(COMFYUI_PATH)
 
 
+@pytest.fixture(scope="session")
+def server(comfy, tmp_path_factory):
+    """A ComfyUI server with this repository as a node pack, the test-only nodes, a tiny SD1.5
+    checkpoint and a picture (tests/comfyui_server.py), for the tests of a session (worker)."""
+    from comfyui_server import comfyui_server
+
+    with comfyui_server(tmp_path_factory.mktemp("comfyui-base"), COMFYUI_PATH) as running:
+        yield running
+
+
 def import_comfy(comfyui_path: str) -> types.SimpleNamespace:
     """ComfyUI's modules that model sampling needs, imported from a checkout on the CPU (the
     `comfy` fixture; also for scripts the tests run in a subprocess)."""

@@ -18,22 +18,15 @@ beside the installed torch, stand-ins take their place (tests/comfyui_main.py).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tarfile
-import time
 import types
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 import torch
+from comfyui_server import PACK_NAME, environment, git_archive_pack, request, run_prompt
 from conftest import COMFYUI_PATH, comfy_patcher, needs_comfyui
 from ui_workflows import check_workflow, example_workflows
 
@@ -43,29 +36,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 NODE_ID = "JaxUnsampler_BatchUnsampler"
 INVERSION_NODE_ID = "JaxUnsampler_InvertedBatchUnsampler"
-PACK_NAME = "jax-unsampler"
 SD15_SCALE = 0.18215  # SD1.5's latent scale factor, the node's divisor in node mode
-
-
-def _environment(**extra: str) -> dict[str, str]:
-    """The test's environment without PYTHONPATH (the worktree must not stand in for the copy)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_UNSAMPLER_NODE_API")}
-    return {**env, **extra}
-
-
-def git_archive_pack(custom_nodes: pathlib.Path) -> pathlib.Path:
-    """`git archive HEAD` of this repository unpacked as `custom_nodes/jax-unsampler`."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("needs git and a git checkout of this repository")
-    archive = custom_nodes.parent / "pack.tar"
-    command = ["git", "archive", "--format=tar", "-o", str(archive), "HEAD"]
-    subprocess.run(command, cwd=ROOT, check=True, timeout=120)
-    pack = custom_nodes / PACK_NAME
-    pack.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(pack, filter="data")
-    archive.unlink()
-    return pack
 
 
 def load_with_comfyui(pack: pathlib.Path, tmp: pathlib.Path, node_types=(), **env: str) -> tuple[dict, dict]:
@@ -74,7 +45,7 @@ def load_with_comfyui(pack: pathlib.Path, tmp: pathlib.Path, node_types=(), **en
     done = subprocess.run(
         [sys.executable, str(TESTS / "comfyui_load_node_pack.py"), COMFYUI_PATH, str(pack), str(out),
          *node_types],
-        capture_output=True, text=True, timeout=600, cwd=tmp, env=_environment(**env),
+        capture_output=True, text=True, timeout=600, cwd=tmp, env=environment(**env),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
@@ -146,90 +117,7 @@ def test_pyproject_parses_with_comfyuis_config_parser(comfy):
     assert config.tool_comfy.web is None  # no web folder to register
 
 
-# The server.
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _request(url: str, payload: dict | None = None, timeout: float = 30.0) -> tuple[int, object]:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
-
-
-START_TIMEOUT_S = 300  # ComfyUI imports torch and its nodes on a small shared CPU
-RUN_TIMEOUT_S = 240  # the first run of the node imports and compiles JAX
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("comfyui-base")
-    custom = base / "custom_nodes"
-    git_archive_pack(custom)
-    shutil.copy(TESTS / "comfyui_tiny_model_node.py", custom / "tiny_model_for_tests.py")
-    port = _free_port()
-    log_path = base / "server.log"
-    command = [
-        sys.executable, str(TESTS / "comfyui_main.py"), COMFYUI_PATH, "--cpu",
-        "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-        "--database-url", "sqlite:///:memory:", "--disable-auto-launch",
-    ]  # fmt: skip
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=_environment(),
-            start_new_session=True,  # its own process group, for the kill below
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def log_tail() -> str:
-        return log_path.read_text(errors="replace")[-4000:]
-
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {process.returncode}:\n{log_tail()}")
-            try:
-                if _request(url + "/system_stats", timeout=5)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"ComfyUI did not answer within {START_TIMEOUT_S} s:\n{log_tail()}")
-            time.sleep(1.0)
-        yield types.SimpleNamespace(url=url, base=base, log_tail=log_tail)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # what Ctrl-C does: ComfyUI shuts down
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)  # its own session: only its processes
-                process.wait(timeout=30)
-
-
-def _run(server, prompt: dict) -> dict:
-    """POSTs an API-format workflow and waits (bounded) for its /history entry."""
-    status, answer = _request(server.url + "/prompt", {"prompt": prompt})
-    assert status == 200 and answer["node_errors"] == {}, answer
-    prompt_id = answer["prompt_id"]
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        _, history = _request(f"{server.url}/history/{prompt_id}")
-        entry = history.get(prompt_id) if isinstance(history, dict) else None
-        if entry and entry.get("status", {}).get("completed") is not None:
-            if entry["status"]["status_str"] in ("success", "error"):
-                return entry
-        time.sleep(0.5)
-    pytest.fail(f"no result for {prompt_id} within {RUN_TIMEOUT_S} s:\n{server.log_tail()}")
+# The server (the `server` fixture of conftest.py: tests/comfyui_server.py).
 
 
 def _workflow(seed: int, end_at_step: int = 10000, broken: bool = False, start_at_step: int = 0) -> dict:
@@ -268,17 +156,17 @@ def _load_latent(path: pathlib.Path) -> np.ndarray:
 
 
 def test_server_lists_the_example_workflows_as_templates(server):
-    status, templates = _request(server.url + "/workflow_templates")
+    status, templates = request(server.url + "/workflow_templates")
     assert status == 200
     assert sorted(templates[PACK_NAME]) == sorted(name.removesuffix(".json") for name in example_workflows())
-    status, served = _request(f"{server.url}/api/workflow_templates/{PACK_NAME}/unsample_and_preview.json")
+    status, served = request(f"{server.url}/api/workflow_templates/{PACK_NAME}/unsample_and_preview.json")
     assert status == 200 and served == example_workflows()["unsample_and_preview.json"]
-    status, info = _request(f"{server.url}/object_info/{NODE_ID}")
+    status, info = request(f"{server.url}/object_info/{NODE_ID}")
     assert status == 200 and info[NODE_ID]["python_module"] == f"custom_nodes.{PACK_NAME}"
 
 
 def test_server_runs_the_node_and_saves_the_batch(server, comfy):
-    entry = _run(server, _workflow(seed=7))
+    entry = run_prompt(server, _workflow(seed=7))
     assert entry["status"]["status_str"] == "success", entry["status"]
     (saved,) = entry["outputs"]["4"]["latents"]
     latent = _load_latent(server.base / "output" / saved["subfolder"] / saved["filename"])
@@ -295,12 +183,12 @@ def test_server_runs_the_node_and_saves_the_batch(server, comfy):
 
 def test_server_reports_bad_input_and_keeps_serving(server):
     # Outside the node's range: ComfyUI's validation answers /prompt with the node's error.
-    status, answer = _request(server.url + "/prompt", {"prompt": _workflow(seed=1, end_at_step=0)})
+    status, answer = request(server.url + "/prompt", {"prompt": _workflow(seed=1, end_at_step=0)})
     assert status == 400 and answer["node_errors"]["3"]["class_type"] == NODE_ID
     assert any("end_at_step" in str(e) for e in answer["node_errors"]["3"]["errors"])
     # end_at_step below start_at_step (each in range, so ComfyUI lets it through): the node
     # refuses the empty window, and its one-line error naming both inputs is in /history.
-    entry = _run(server, _workflow(seed=4, start_at_step=3, end_at_step=2))
+    entry = run_prompt(server, _workflow(seed=4, start_at_step=3, end_at_step=2))
     assert entry["status"]["status_str"] == "error"
     ((_, error),) = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert error["node_type"] == NODE_ID and error["exception_type"].endswith("ValueError")
@@ -308,7 +196,7 @@ def test_server_reports_bad_input_and_keeps_serving(server):
     assert "\n" not in message and message.startswith("JaxUnsampler_BatchUnsampler: ")
     assert "start_at_step" in message and "end_at_step" in message
     # A MODEL the node cannot read: the run fails with the node's one-line error in /history.
-    entry = _run(server, _workflow(seed=2, broken=True))
+    entry = run_prompt(server, _workflow(seed=2, broken=True))
     assert entry["status"]["status_str"] == "error"
     ((_, error),) = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert error["node_type"] == NODE_ID and error["exception_type"].endswith("ValueError")
@@ -320,4 +208,4 @@ def test_server_reports_bad_input_and_keeps_serving(server):
     )  # the input, not a function
     assert "expected a ComfyUI MODEL" in message
     # And the server still runs good workflows.
-    assert _run(server, _workflow(seed=3))["status"]["status_str"] == "success"
+    assert run_prompt(server, _workflow(seed=3))["status"]["status_str"] == "success"
