@@ -36,6 +36,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 NODE_ID = "JaxUnsampler_BatchUnsampler"
 INVERSION_NODE_ID = "JaxUnsampler_InvertedBatchUnsampler"
+DISPLAY_NAMES = {  # every V1 node of the pack
+    NODE_ID: "Batch Unsampler (jax-unsampler)",
+    INVERSION_NODE_ID: "Inverted Batch Unsampler (jax-unsampler)",
+    "JaxUnsampler_LatentBatchStatistics": "Latent Batch Statistics (jax-unsampler)",
+}
 SD15_SCALE = 0.18215  # SD1.5's latent scale factor, the node's divisor in node mode
 
 
@@ -66,11 +71,8 @@ def loaded(tmp_path_factory):
 def test_a_git_archive_in_custom_nodes_loads_and_computes(loaded):
     report, pack = loaded.report, loaded.pack
     assert report["loaded"] is True
-    assert sorted(report["added"]) == [NODE_ID, INVERSION_NODE_ID]
-    assert report["display_names"] == {
-        NODE_ID: "Batch Unsampler (jax-unsampler)",
-        INVERSION_NODE_ID: "Inverted Batch Unsampler (jax-unsampler)",
-    }
+    assert sorted(report["added"]) == sorted(DISPLAY_NAMES)
+    assert report["display_names"] == DISPLAY_NAMES
     # The copy's packages, not the worktree's or an installed one.
     assert report["files"] == {
         name: str(pack / name / "__init__.py") for name in ("jax_unsampler", "torch_bridge")

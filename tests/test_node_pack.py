@@ -27,6 +27,17 @@ import jax_unsampler as ju
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NODE_ID = "JaxUnsampler_BatchUnsampler"
+NODES = {  # every V1 node of the pack: id -> (module, display name)
+    NODE_ID: ("torch_bridge._node", "Batch Unsampler (jax-unsampler)"),
+    "JaxUnsampler_InvertedBatchUnsampler": (
+        "torch_bridge._inversion_node",
+        "Inverted Batch Unsampler (jax-unsampler)",
+    ),
+    "JaxUnsampler_LatentBatchStatistics": (
+        "torch_bridge._stats_node",
+        "Latent Batch Statistics (jax-unsampler)",
+    ),
+}
 
 
 def scratch_pack(tmp_path: pathlib.Path, name: str = "jax-unsampler.main") -> pathlib.Path:
@@ -112,12 +123,8 @@ def test_the_checkout_wins_over_an_older_installed_copy(tmp_path):
     out["comfy_entrypoint"] = hasattr(module, "comfy_entrypoint")
     """
     out = probe(pack, body, env={"PYTHONPATH": str(site)})
-    inversion = "JaxUnsampler_InvertedBatchUnsampler"
-    assert out["nodes"] == {NODE_ID: "torch_bridge._node", inversion: "torch_bridge._inversion_node"}
-    assert out["display"] == {
-        NODE_ID: "Batch Unsampler (jax-unsampler)",
-        inversion: "Inverted Batch Unsampler (jax-unsampler)",
-    }
+    assert out["nodes"] == {k: module for k, (module, _) in NODES.items()}
+    assert out["display"] == {k: name for k, (_, name) in NODES.items()}
     assert out["files"] == [
         str(pack / "jax_unsampler" / "__init__.py"),
         str(pack / "torch_bridge" / "__init__.py"),

@@ -17,7 +17,7 @@
 Importing this package imports torch, never JAX: JAX loads on first use.
 """
 
-from . import _inversion_node, _node
+from . import _inversion_node, _node, _stats_node
 from ._comfy_model import comfy_model_object as comfy_model_object
 from ._comfy_model import latent_format_from_comfy as latent_format_from_comfy
 from ._comfy_model import latent_scale_factor as latent_scale_factor
@@ -38,13 +38,18 @@ from ._node import BatchUnsamplerJax as BatchUnsamplerJax
 from ._node import batch_unsample_comfy as batch_unsample_comfy
 from ._noise import noised_latents_torch as noised_latents_torch
 from ._noise import torch_noise as torch_noise
+from ._stats_node import STATS_NODE_ID as STATS_NODE_ID
+from ._stats_node import LatentBatchStatisticsJax as LatentBatchStatisticsJax
+from ._stats_node import latent_batch_statistics as latent_batch_statistics
 
 NODE_CLASS_MAPPINGS = {
     **_node.NODE_CLASS_MAPPINGS,
     _inversion_node.INVERSION_NODE_ID: _inversion_node.InvertedBatchUnsamplerJax,
+    _stats_node.STATS_NODE_ID: _stats_node.LatentBatchStatisticsJax,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     **_node.NODE_DISPLAY_NAME_MAPPINGS,
     _inversion_node.INVERSION_NODE_ID: _inversion_node.INVERSION_DISPLAY_NAME,
+    _stats_node.STATS_NODE_ID: _stats_node.STATS_DISPLAY_NAME,
 }
 """Every V1 node of the package, by id, for ComfyUI (and the display names)."""

@@ -127,6 +127,18 @@ def node_sigmas(fn: str, model, ms, sampler_name, scheduler, steps, start_at_ste
     return (jnp.asarray(full[start:end], jnp.float32) / jnp.float32(divisor))[::-1]
 
 
+def read_model(fn: str, model, mode: str):
+    """`(model sampling, sigma divisor, latent format or None)` of a MODEL for a `mode`, with
+    errors naming the node's `model` input."""
+    try:
+        ms = model_sampling_from_comfy(model)
+        if mode == "node":
+            return ms, latent_scale_factor(model), None
+        return ms, 1.0, latent_format_from_comfy(model)
+    except ValueError as e:
+        raise ValueError(node_message(fn, e, "model")) from None
+
+
 def batch_unsample_comfy(
     model,
     sampler_name: str,
@@ -179,14 +191,7 @@ def batch_unsample_comfy(
     seed = check_seed(fn, seed)
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
-    try:
-        ms = model_sampling_from_comfy(model)
-        if mode == "node":
-            divisor, latent_format = latent_scale_factor(model), None
-        else:
-            divisor, latent_format = 1.0, latent_format_from_comfy(model)
-    except ValueError as e:
-        raise ValueError(node_message(fn, e, "model")) from None
+    ms, divisor, latent_format = read_model(fn, model, mode)
     try:
         return _compute(
             fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_image, samples,

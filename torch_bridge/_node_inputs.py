@@ -41,9 +41,10 @@ def check_window(fn: str, steps: object, start_at_step: object, end_at_step: obj
     return steps, start, end
 
 
-def check_latent_image(fn: str, latent_image: object) -> torch.Tensor:
-    """The LATENT's `samples`, with its `noise_mask` and `batch_index` checked; returns `samples`."""
-    where = f"{fn}: latent_image"
+def check_latent_image(fn: str, latent_image: object, name: str = "latent_image") -> torch.Tensor:
+    """The LATENT's `samples`, with its `noise_mask` and `batch_index` checked; returns `samples`.
+    `name`: the node's input, for the messages."""
+    where = f"{fn}: {name}"
     samples = latent_samples(latent_image, fn=where)  # type: ignore[arg-type]
     if samples.shape[0] == 0:
         raise ValueError(
