@@ -173,14 +173,6 @@ def import_comfy(comfyui_path: str) -> types.SimpleNamespace:
     root = str(pathlib.Path(comfyui_path).expanduser().resolve())
     if root not in sys.path:
         sys.path.insert(0, root)
-    # ComfyUI's `comfy` is a namespace package, which any regular package of that name on
-    # sys.path hides: a checkout of this repository in a folder named `comfy` (its root is a
-    # package, and pytest puts the folder above it on sys.path). Keep such entries out.
-    ours = os.path.join(root, "comfy")
-    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "comfy", "__init__.py"))]
-    if list(getattr(sys.modules.get("comfy"), "__path__", [ours])) != [ours]:
-        for name in [n for n in sys.modules if n == "comfy" or n.startswith("comfy.")]:
-            del sys.modules[name]
     stand_in_if_broken("torchvision")
     import comfy.cli_args
 

@@ -148,6 +148,24 @@ class TestNodeDefinition:
             ({"cfg": float("nan")}, r"cfg must be a finite number"),
             ({"normalize": "yes"}, r"normalize must be True or False"),
             ({"latent_image": {"x": 1}}, r"samples"),
+            # Issue 22: the node's inputs named, not the internal functions that failed.
+            (
+                {"model": object()},
+                r"model: cannot find a model_sampling .*expected a ComfyUI MODEL",
+            ),
+            ({"sampler_name": "nope"}, r"unknown sampler_name 'nope'; valid choices: .*euler"),
+            ({"scheduler": "nope"}, r"unknown scheduler 'nope'; valid choices: .*karras"),
+            ({"cfg": -3}, r"cfg must be a finite number from 0 to 100 .*got -3$"),
+            ({"cfg": 100.5}, r"cfg must be a finite number from 0 to 100"),
+            ({"cfg": True}, r"cfg must be a finite number"),
+            # A NumPy float is a number: accepted, so the next check (the missing model) speaks.
+            ({"cfg": np.float32(1.0)}, r"model: got None; expected a ComfyUI MODEL"),
+            ({"cfg": np.float64(2.0)}, r"model: got None; expected a ComfyUI MODEL"),
+            ({"latent_image": {"samples": torch.full((1, 4, 2, 2), float("nan"))}}, r"latent_image: .*NaN"),
+            (
+                {"latent_image": {"samples": torch.full((1, 4, 2, 2), float("inf"))}},
+                r"latent_image: .*infinite",
+            ),
         ],
     )
     def test_bad_input_is_one_line_naming_the_node(self, inputs, match):
@@ -158,6 +176,13 @@ class TestNodeDefinition:
         with pytest.raises(ValueError, match=rf"^JaxUnsampler_InvertedBatchUnsampler: .*{match}") as err:
             _inversion_node.inverted_batch_unsample_comfy(**{**args, **inputs})
         assert "\n" not in str(err.value)
+        for internal in (
+            "model_sampling_from_comfy",
+            "ksampler_sigmas",
+            "calculate_sigmas",
+            "unsampler_sigmas",
+        ):
+            assert internal not in str(err.value)
 
 
 # ---- With ComfyUI: a real ModelPatcher around a test-only model --------------------------------
@@ -323,3 +348,22 @@ def test_node_refuses_a_start_past_a_shortened_schedule():
             300,
             latent,
         )
+
+
+@needs_comfyui
+def test_node_refuses_nan_before_the_model_runs_and_takes_numpy_cfg(comfy):
+    """Issue 22: a NaN latent is refused before any model call; cfg=np.float32(1.0) is cfg 1."""
+    patcher = _tiny_base_model(comfy, "sd15")
+    calls = []
+    net = patcher.model.diffusion_model
+    net.register_forward_pre_hook(lambda module, args: calls.append(1))
+    bad = {"samples": torch.full((1, 4, 2, 2), float("nan"))}
+    with pytest.raises(ValueError, match=r"^JaxUnsampler_InvertedBatchUnsampler: latent_image: .*NaN"):
+        run_node(tb.InvertedBatchUnsamplerJax, patcher, POS, NEG, "euler", "karras", 4, 0, 4, bad)
+    assert calls == []
+    latent = {"samples": _latent((1, 4, 2, 2), seed=7)}
+    args = (patcher, POS, NEG, "euler", "karras", 4, 0, 4, latent, False)
+    (numpy_cfg,) = run_node(tb.InvertedBatchUnsamplerJax, *args, np.float32(1.0))
+    assert calls  # the model ran
+    (plain,) = run_node(tb.InvertedBatchUnsamplerJax, *args, 1.0)
+    torch.testing.assert_close(numpy_cfg["samples"], plain["samples"], rtol=0, atol=0)

@@ -12,19 +12,18 @@ Importing this module imports neither JAX nor ComfyUI: both load when the node f
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from jax_unsampler._names import INVERSION_SOLVERS
+from jax_unsampler._names import INVERSION_SOLVERS, SAMPLERS, SCHEDULERS
 from jax_unsampler._validation import check_choice
 
 from ._comfy_model import model_sampling_from_comfy
 from ._convert import latent_with_samples
 from ._inversion import inverted_latents_torch
-from ._node import BatchUnsamplerJax, node_sigmas
-from ._node_inputs import check_latent_image, check_window
+from ._node import BatchUnsamplerJax, _comfy_names, node_sigmas
+from ._node_inputs import CFG_MAX, check_cfg, check_finite, check_latent_image, check_window, node_message
 
 INVERSION_NODE_ID = "JaxUnsampler_InvertedBatchUnsampler"
 INVERSION_DISPLAY_NAME = "Inverted Batch Unsampler (jax-unsampler)"
@@ -137,15 +136,23 @@ def inverted_batch_unsample_comfy(
     """
     fn = INVERSION_NODE_ID
     samples = check_latent_image(fn, latent_image)
+    check_finite(fn, "latent_image", samples)  # before the model runs on every step
+    check_choice(fn, "sampler_name", sampler_name, [*SAMPLERS, *_comfy_names("SAMPLERS")])
+    check_choice(fn, "scheduler", scheduler, [*SCHEDULERS, *_comfy_names("SCHEDULERS")])
     # As the Batch Unsampler: a window of no steps would give an empty LATENT; refuse it.
     steps, start_at_step, end_at_step = check_window(fn, steps, start_at_step, end_at_step)
     solver = check_choice(fn, "solver", solver, INVERSION_SOLVERS)
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
-    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg):
-        raise ValueError(f"{fn}: cfg must be a finite number (1.0 for an exact inversion), got {cfg!r}")
-    ms = model_sampling_from_comfy(model)
-    sigmas = node_sigmas(fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, 1.0)
+    cfg = check_cfg(fn, cfg, "1.0 for an exact inversion")
+    try:
+        ms = model_sampling_from_comfy(model)
+    except ValueError as e:
+        raise ValueError(node_message(fn, e, "model")) from None
+    try:
+        sigmas = node_sigmas(fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, 1.0)
+    except ValueError as e:
+        raise ValueError(node_message(fn, e)) from None
     sigmas = torch.tensor(sigmas.tolist(), dtype=torch.float32)
     if sigmas.shape[0] == 0:  # schedules such as beta or ddim_uniform can be shorter than steps
         raise ValueError(
@@ -191,7 +198,7 @@ class InvertedBatchUnsamplerJax:
             "optional": {
                 "cfg": (
                     "FLOAT",
-                    {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": _CFG_TOOLTIP},
+                    {"default": 1.0, "min": 0.0, "max": CFG_MAX, "step": 0.1, "tooltip": _CFG_TOOLTIP},
                 ),
                 "solver": (
                     list(INVERSION_SOLVERS),

@@ -7,6 +7,8 @@ imported or any work is done. Each message starts with the node's id and the inp
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 import re
 from collections.abc import Mapping, Sequence
@@ -39,6 +41,29 @@ def check_window(fn: str, steps: object, start_at_step: object, end_at_step: obj
             "the node noises steps start_at_step to min(steps, end_at_step) - 1, and this selects none"
         )
     return steps, start, end
+
+
+CFG_MAX = 100.0
+"""The largest cfg the nodes accept (KSampler's range: 0 to 100)."""
+
+
+def check_cfg(fn: str, cfg: object, hint: str = "") -> float:
+    """`cfg` as a float: a real number (Python or NumPy) from 0 to `CFG_MAX`, as KSampler's range."""
+    ok = isinstance(cfg, numbers.Real) and not isinstance(cfg, bool)
+    if not ok or not math.isfinite(float(cfg)) or not 0.0 <= float(cfg) <= CFG_MAX:  # type: ignore[arg-type]
+        extra = f" ({hint})" if hint else ""
+        raise ValueError(f"{fn}: cfg must be a finite number from 0 to {CFG_MAX:g}{extra}, got {cfg!r}")
+    return float(cfg)  # type: ignore[arg-type]
+
+
+def check_finite(fn: str, name: str, samples: torch.Tensor) -> None:
+    """Refuses a LATENT holding NaN or infinite values (before any model runs on it)."""
+    if not bool(torch.isfinite(samples).all()):
+        bad = int((~torch.isfinite(samples)).sum())
+        raise ValueError(
+            f"{fn}: {name}: the LATENT holds {bad} NaN or infinite value{'s' if bad != 1 else ''}; "
+            "connect a finite latent"
+        )
 
 
 def check_latent_image(fn: str, latent_image: object, name: str = "latent_image") -> torch.Tensor:
