@@ -40,6 +40,9 @@ DISPLAY_NAMES = {  # every V1 node of the pack
     NODE_ID: "Batch Unsampler (jax-unsampler)",
     INVERSION_NODE_ID: "Inverted Batch Unsampler (jax-unsampler)",
     "JaxUnsampler_LatentBatchStatistics": "Latent Batch Statistics (jax-unsampler)",
+    "JaxUnsampler_IterativeMixingKSampler": "Iterative Mixing KSampler (jax-unsampler)",
+    "JaxUnsampler_IterativeMixingKSamplerAdvanced": "Iterative Mixing KSampler Advanced (jax-unsampler)",
+    "JaxUnsampler_IterativeMixingSampler": "Iterative Mixing Sampler (jax-unsampler)",
 }
 SD15_SCALE = 0.18215  # SD1.5's latent scale factor, the node's divisor in node mode
 

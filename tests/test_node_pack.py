@@ -37,6 +37,18 @@ NODES = {  # every V1 node of the pack: id -> (module, display name)
         "torch_bridge._stats_node",
         "Latent Batch Statistics (jax-unsampler)",
     ),
+    "JaxUnsampler_IterativeMixingKSampler": (
+        "torch_bridge._mixing_node",
+        "Iterative Mixing KSampler (jax-unsampler)",
+    ),
+    "JaxUnsampler_IterativeMixingKSamplerAdvanced": (
+        "torch_bridge._mixing_node",
+        "Iterative Mixing KSampler Advanced (jax-unsampler)",
+    ),
+    "JaxUnsampler_IterativeMixingSampler": (
+        "torch_bridge._mixing_node",
+        "Iterative Mixing Sampler (jax-unsampler)",
+    ),
 }
 
 

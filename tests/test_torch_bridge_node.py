@@ -263,7 +263,8 @@ def test_importing_the_node_imports_no_jax_and_survives_a_broken_jax():
         from torch_bridge import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
         assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
         ids = {"JaxUnsampler_BatchUnsampler", "JaxUnsampler_InvertedBatchUnsampler",
-               "JaxUnsampler_LatentBatchStatistics"}
+               "JaxUnsampler_LatentBatchStatistics", "JaxUnsampler_IterativeMixingKSampler",
+               "JaxUnsampler_IterativeMixingKSamplerAdvanced", "JaxUnsampler_IterativeMixingSampler"}
         assert set(NODE_CLASS_MAPPINGS) == ids
         for cls in NODE_CLASS_MAPPINGS.values():
             spec = cls.INPUT_TYPES()["required"]

@@ -8,16 +8,19 @@
 - `inverted_latents_torch`: `jax_unsampler.inverted_latents` around a torch denoiser.
 - `iterative_mixing_sample_torch`: the original iterative mixing sampler's torch-seeded noise
   (noised batch, LCM and rewind draws), with the mixing path run in JAX.
-- `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI nodes, Batch Unsampler and
+- `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI nodes, Batch Unsampler,
   Inverted Batch Unsampler (`inverted_batch_unsample_comfy`: the batch of an ODE inversion
-  with the MODEL).
+  with the MODEL), Latent Batch Statistics (`latent_batch_statistics`), and the mixing nodes:
+  Iterative Mixing KSampler (`iterative_mixing_ksampler_comfy`), its Advanced form
+  (`iterative_mixing_ksampler_advanced_comfy`) and the SAMPLER Iterative Mixing Sampler
+  (`iterative_mixing_sampler_comfy`).
 - `torch_bridge.comfy_v3`: the same node for ComfyUI's V3 API (`comfy_entrypoint`); it imports
   `comfy_api`, so it is imported only inside ComfyUI, never by this package.
 
 Importing this package imports torch, never JAX: JAX loads on first use.
 """
 
-from . import _inversion_node, _node, _stats_node
+from . import _inversion_node, _mixing_node, _node, _stats_node
 from ._comfy_model import comfy_model_object as comfy_model_object
 from ._comfy_model import latent_format_from_comfy as latent_format_from_comfy
 from ._comfy_model import latent_scale_factor as latent_scale_factor
@@ -33,6 +36,12 @@ from ._inversion_node import INVERSION_NODE_ID as INVERSION_NODE_ID
 from ._inversion_node import InvertedBatchUnsamplerJax as InvertedBatchUnsamplerJax
 from ._inversion_node import inverted_batch_unsample_comfy as inverted_batch_unsample_comfy
 from ._mixing import iterative_mixing_sample_torch as iterative_mixing_sample_torch
+from ._mixing_node import IterativeMixingKSamplerAdvancedJax as IterativeMixingKSamplerAdvancedJax
+from ._mixing_node import IterativeMixingKSamplerJax as IterativeMixingKSamplerJax
+from ._mixing_node import IterativeMixingSamplerJax as IterativeMixingSamplerJax
+from ._mixing_node import iterative_mixing_ksampler_advanced_comfy as iterative_mixing_ksampler_advanced_comfy
+from ._mixing_node import iterative_mixing_ksampler_comfy as iterative_mixing_ksampler_comfy
+from ._mixing_node import iterative_mixing_sampler_comfy as iterative_mixing_sampler_comfy
 from ._node import NODE_ID as NODE_ID
 from ._node import BatchUnsamplerJax as BatchUnsamplerJax
 from ._node import batch_unsample_comfy as batch_unsample_comfy
@@ -46,10 +55,12 @@ NODE_CLASS_MAPPINGS = {
     **_node.NODE_CLASS_MAPPINGS,
     _inversion_node.INVERSION_NODE_ID: _inversion_node.InvertedBatchUnsamplerJax,
     _stats_node.STATS_NODE_ID: _stats_node.LatentBatchStatisticsJax,
+    **_mixing_node.NODE_CLASS_MAPPINGS,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     **_node.NODE_DISPLAY_NAME_MAPPINGS,
     _inversion_node.INVERSION_NODE_ID: _inversion_node.INVERSION_DISPLAY_NAME,
     _stats_node.STATS_NODE_ID: _stats_node.STATS_DISPLAY_NAME,
+    **_mixing_node.NODE_DISPLAY_NAME_MAPPINGS,
 }
 """Every V1 node of the package, by id, for ComfyUI (and the display names)."""
