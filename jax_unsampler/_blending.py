@@ -155,7 +155,14 @@ def blending_schedule(
         *(jnp.asarray(v, jnp.float32) for v in (alpha_1, blend_min, blend_max)),
         name=name, steps=steps, clamp=clamp,
     )  # fmt: skip
-    settings = (alpha_1, blend_min, blend_max, start_blending_at_pct, stop_blending_at_pct, clamp_blending_at_pct)
+    settings = (
+        alpha_1,
+        blend_min,
+        blend_max,
+        start_blending_at_pct,
+        stop_blending_at_pct,
+        clamp_blending_at_pct,
+    )
     if all(is_concrete(v) for v in settings):
         return c1
     return jnp.where(_traced_ok(*settings), c1, jnp.float32(jnp.nan))

@@ -112,7 +112,11 @@ def _rebuild(part: Any, it: Iterator[jax.Array]) -> Any:
 def _lift(value: Any, arrays: list[jax.Array], depth: int, seen: frozenset[int]) -> Any:
     """A non-array leaf: `_Lifted` where it holds arrays (searched `depth` levels deep), else
     the value itself as a static part."""
-    if depth <= 0 or id(value) in seen or isinstance(value, (type, types.ModuleType, types.BuiltinFunctionType)):
+    if (
+        depth <= 0
+        or id(value) in seen
+        or isinstance(value, (type, types.ModuleType, types.BuiltinFunctionType))
+    ):
         return _static(value)
     seen = seen | {id(value)}
     mark = len(arrays)
@@ -153,7 +157,9 @@ def _lift(value: Any, arrays: list[jax.Array], depth: int, seen: frozenset[int])
     return lifted
 
 
-def _lift_function(fn: types.FunctionType, arrays: list[jax.Array], depth: int, seen: frozenset[int]) -> _Lifted:
+def _lift_function(
+    fn: types.FunctionType, arrays: list[jax.Array], depth: int, seen: frozenset[int]
+) -> _Lifted:
     cells = tuple(c.cell_contents for c in fn.__closure__ or ())
     names = tuple(
         n for n in fn.__code__.co_names if n in fn.__globals__ and _holds_arrays(fn.__globals__[n], depth - 1)
@@ -179,7 +185,9 @@ def _holds_arrays(value: Any, depth: int) -> bool:
     """Whether a global is (or holds, `depth` levels deep) an array: cheap, no modules or classes."""
     if _is_array(value):
         return True
-    if depth <= 0 or isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
+    if depth <= 0 or isinstance(
+        value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
+    ):
         return False
     if isinstance(value, (list, tuple)):
         return any(_holds_arrays(v, depth - 1) for v in value[:64])

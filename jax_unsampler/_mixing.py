@@ -21,7 +21,8 @@ from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoi
 from ._latent_format import LatentFormat
 from ._names import BLENDING_FUNCTIONS, BLENDING_SCHEDULES, MIXING_SAMPLERS
 from ._samplers import default_noise_scaling, draws_noise, item_ids, required_key
-from ._sampling import Noise, Run, integrate
+from ._sampling import JAX_OPS, Noise, Run, integrate
+from ._steps import match_normalize
 from ._validation import (
     check_choice,
     check_denoiser,
@@ -50,21 +51,11 @@ def rewind_ranges(steps: int, rewind_min: float, rewind_max: float) -> list[tupl
         start = new
 
 
-def match_normalize(x: jax.Array, reference: jax.Array) -> jax.Array:
-    """Per item and channel (axis 1), `x`'s mean and unbiased std over the remaining axes set
-    to `reference`'s."""
-    axes = tuple(range(2, x.ndim))
-
-    def stats(v):
-        return jnp.mean(v, axis=axes, keepdims=True), jnp.std(v, axis=axes, keepdims=True, ddof=1)
-
-    (tm, ts), (sm, ss) = stats(x), stats(reference)
-    return (x - tm) / ts * ss + sm
-
-
 def _static_fraction(fn: str, what: str, value: Any) -> float:
     if not is_concrete(value):
-        raise ValueError(f"{fn}: {what} sets the rewind passes and must be a Python number (static under jit)")
+        raise ValueError(
+            f"{fn}: {what} sets the rewind passes and must be a Python number (static under jit)"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -165,7 +156,9 @@ def check_mixing(
         )
     steps = s.shape[0] - 1
     if blending_schedule == "logistic" and steps < 2:
-        raise ValueError(f"{fn}: the logistic blending schedule needs at least 2 steps (3 sigmas), got {steps}")
+        raise ValueError(
+            f"{fn}: the logistic blending schedule needs at least 2 steps (3 sigmas), got {steps}"
+        )
     ranges = rewind_ranges(steps, lo, hi) if rewind else [(0, steps)]
     draws = len(ranges) > 1 or (sampler == "lcm" and draws_noise(s))
     run = Run(fn, sampler, scaling, blend=blend, passes=len(ranges), latent_format=latent_format)
@@ -272,16 +265,19 @@ def iterative_mixing_sample(
 
         noised_arr = noised_latents(key, m.latent, m.sigmas, batch_index=ids)
     arrays, denoiser_static = split_denoiser(denoiser)
-    statics = _Statics(denoiser_static, m.run, bool(normalize_on_mean))
+    statics = MixingStatics(denoiser_static, m.run, bool(normalize_on_mean))
     starts = jnp.asarray([start for start, _ in m.ranges], jnp.int32)
     draw_key = None if key is None else jax.random.fold_in(key, MIX_STREAM)
     x = m.latent.astype(jnp.float32)
-    out = _mixing_kernel(arrays, x, m.sigmas, noised_arr.astype(jnp.float32), c1, draw_key, ids, starts, statics=statics)
+    noise = Noise(key=draw_key, item_ids=ids)
+    out = mixing_kernel(
+        arrays, x, m.sigmas, noised_arr.astype(jnp.float32), c1, noise, starts, statics=statics
+    )
     return out.astype(m.latent.dtype)
 
 
-class _Statics(NamedTuple):
-    """What `_mixing_kernel` compiles in: the denoiser's non-array parts and the settings."""
+class MixingStatics(NamedTuple):
+    """What `mixing_kernel` compiles in: the denoiser's non-array parts and the settings."""
 
     denoiser: DenoiserStatic
     run: Run
@@ -302,24 +298,23 @@ def mix(
     """The mixing loop on checked float32 arrays (inside a trace): the kernel's body, and the
     torch twin's with the original's draws as `noise` tables."""
     x = integrate(run, denoiser, latent, sigmas, noised=noised, c1=c1, noise=noise, starts=starts)
-    return match_normalize(x, latent) if normalize_on_mean else x
+    return match_normalize(JAX_OPS, x, latent) if normalize_on_mean else x
 
 
 @functools.partial(jax.jit, static_argnames=("statics",))
-def _mixing_kernel(
+def mixing_kernel(
     arrays: list[jax.Array],
     latent: jax.Array,
     sigmas: jax.Array,
     noised: jax.Array,
     c1: jax.Array,
-    key: jax.Array | None,
-    ids: jax.Array,
+    noise: Noise,
     starts: jax.Array,
     *,
-    statics: _Statics,
+    statics: MixingStatics,
 ) -> jax.Array:
+    """The jitted mixing loop: keyed draws (the public function) or given tables (torch's)."""
     denoiser = join_denoiser(arrays, statics.denoiser)
-    noise = Noise(key=key, item_ids=ids)
     return mix(statics.run, denoiser, latent, sigmas, noised, c1, noise, starts, statics.normalize_on_mean)
 
 
@@ -340,4 +335,6 @@ def noise_tables(
             rewind[p, start:] = np.asarray(eps, np.float32).reshape(steps + 1 - start, *shape)
         if table is not None and lcm is not None:
             lcm[p, start:] = np.asarray(table, np.float32).reshape(steps - start, *shape)
-    return Noise(rewind=None if rewind is None else jnp.asarray(rewind), lcm=None if lcm is None else jnp.asarray(lcm))
+    return Noise(
+        rewind=None if rewind is None else jnp.asarray(rewind), lcm=None if lcm is None else jnp.asarray(lcm)
+    )

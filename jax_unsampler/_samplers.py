@@ -109,7 +109,9 @@ def sample(
         return jnp.zeros(latent.shape, latent.dtype)
     arrays, denoiser_static = split_denoiser(denoiser)
     run = Run(fn, sampler, scaling, latent_format=latent_format)
-    out = _sample_kernel(arrays, latent.astype(jnp.float32), s, key, ids, statics=_Statics(denoiser_static, run))
+    out = _sample_kernel(
+        arrays, latent.astype(jnp.float32), s, key, ids, statics=_Statics(denoiser_static, run)
+    )
     return out.astype(latent.dtype)
 
 

@@ -56,6 +56,11 @@ class _JaxOps:
         return jnp.broadcast_to(jnp.asarray(w, jnp.float32), (batch,)).reshape(-1, 1)
 
     @staticmethod
+    def channel_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        axes = tuple(range(2, x.ndim))
+        return jnp.mean(x, axis=axes, keepdims=True), jnp.std(x, axis=axes, keepdims=True, ddof=1)
+
+    @staticmethod
     def remember(history: jax.Array, i: jax.Array, denoised: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Store step `i`'s denoised latent in a two-slot ring `(2, *x.shape)`; return the ring
         and step `i - 1`'s. Carrying the previous latent as its own loop value makes XLA copy
@@ -86,7 +91,9 @@ def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -
     shape = getattr(out, "shape", None)
     if shape is None or tuple(shape) != tuple(x.shape):
         got = type(out).__name__ if shape is None else tuple(shape)
-        raise ValueError(f"{fn}: denoiser must return an array of the latent's shape {tuple(x.shape)}, got {got}")
+        raise ValueError(
+            f"{fn}: denoiser must return an array of the latent's shape {tuple(x.shape)}, got {got}"
+        )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"{fn}: denoiser must return a real floating array, got dtype {out.dtype}")
     return jnp.asarray(out).astype(jnp.float32)
@@ -94,7 +101,9 @@ def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -
 
 def item_normal(key: jax.Array, item_ids: jax.Array, item_shape: tuple[int, ...]) -> jax.Array:
     """Standard normal noise of each item, `(len(item_ids), *item_shape)`, from `fold_in(key, id)`."""
-    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), item_shape, jnp.float32))(item_ids)
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), item_shape, jnp.float32))(
+        item_ids
+    )
 
 
 class Noise(NamedTuple):
@@ -110,7 +119,9 @@ class Noise(NamedTuple):
     def draw(self, kind: int, p: jax.Array, i: jax.Array, like: jax.Array) -> jax.Array:
         table = self.rewind if kind == 0 else self.lcm
         if table is not None:
-            return jax.lax.dynamic_index_in_dim(jax.lax.dynamic_index_in_dim(table, p, keepdims=False), i, keepdims=False)
+            return jax.lax.dynamic_index_in_dim(
+                jax.lax.dynamic_index_in_dim(table, p, keepdims=False), i, keepdims=False
+            )
         assert self.key is not None and self.item_ids is not None
         k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(self.key, p), kind), i)
         return item_normal(k, self.item_ids, like.shape[1:])
@@ -182,7 +193,9 @@ def integrate(
         if run.passes == 1:
             return given, norm
         fresh = base + noise.draw(0, p, i, base) * sigmas[i]
-        return jnp.where(p == 0, given, fresh), (None if norm is None else jnp.where(p == 0, norm, _norms(fresh)))
+        return jnp.where(p == 0, given, fresh), (
+            None if norm is None else jnp.where(p == 0, norm, _norms(fresh))
+        )
 
     def one_step(p, x, state, base, out, s: Sigmas, c, w):
         z, z_norm = entry(p, s.i, base) if mixing else (None, None)
@@ -200,7 +213,9 @@ def integrate(
         else:
             x, state = advance((x, state))
         if out is not None:
-            out = jax.lax.dynamic_update_slice_in_dim(out, to_latent(x).astype(out.dtype), (s.i + 1) * batch, 0)
+            out = jax.lax.dynamic_update_slice_in_dim(
+                out, to_latent(x).astype(out.dtype), (s.i + 1) * batch, 0
+            )
         return x, state, out
 
     history = jnp.zeros((2, *x0.shape), jnp.float32) if spec.history else jnp.zeros((), jnp.float32)

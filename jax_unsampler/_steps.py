@@ -32,7 +32,9 @@ class Ops(Protocol):
     """What a step needs beyond `+ - * /` (JAX's and torch's spellings differ)."""
 
     def where(self, cond: Array, a: Array, b: Array) -> Array: ...
-    def choose(self, pred: Array, if_true: Callable[[Array], Array], if_false: Callable[[Array], Array], x: Array) -> Array: ...  # noqa: E501
+    def choose(
+        self, pred: Array, if_true: Callable[[Array], Array], if_false: Callable[[Array], Array], x: Array
+    ) -> Array: ...  # noqa: E501
     def log(self, x: Array) -> Array: ...
     def exp(self, x: Array) -> Array: ...
     def expm1(self, x: Array) -> Array: ...
@@ -44,6 +46,7 @@ class Ops(Protocol):
     def item_sum(self, x: Array) -> Array: ...  # (B, n) -> (B, 1)
     def column(self, w: Array, batch: int) -> Array: ...  # a scalar or (B,) weight -> (B, 1)
     def remember(self, state: Array, i: Array, denoised: Array) -> tuple[Array, Array]: ...
+    def channel_stats(self, x: Array) -> tuple[Array, Array]: ...  # mean, unbiased std over axes 2..
 
 
 class Sigmas(NamedTuple):
@@ -131,7 +134,9 @@ def dpmpp_2m(ctx: Context, x: Array, s: Sigmas, state: Array, c: Dpm2m) -> tuple
     denoised = ctx.den(x, at)
     state, old = ops.remember(state, s.i, denoised)
     update = ops.where(c.first_order, denoised, (1 + c.half) * denoised - c.half * old)
-    x_next = ops.where(s.sigma == 0, x + to_d(x, denoised, at) * (s.next - s.sigma), c.ratio * x - c.gain * update)
+    x_next = ops.where(
+        s.sigma == 0, x + to_d(x, denoised, at) * (s.next - s.sigma), c.ratio * x - c.gain * update
+    )
     return ctx.blend(x_next), state
 
 
@@ -201,3 +206,10 @@ def norm_only(ops: Ops, noised: Array, x: Array, w: Array, noised_norm: Array | 
 
 BLENDS = {"addition": addition, "slerp": slerp, "norm_only": norm_only}
 """The blending function of each name of `BLENDING_FUNCTIONS`."""
+
+
+def match_normalize(ops: Ops, x: Array, reference: Array) -> Array:
+    """Per item and channel (axis 1), `x`'s mean and unbiased std over the remaining axes set
+    to `reference`'s (the mixing sampler's `normalize_on_mean`)."""
+    (tm, ts), (sm, ss) = ops.channel_stats(x), ops.channel_stats(reference)
+    return (x - tm) / ts * ss + sm

@@ -146,7 +146,9 @@ def check_latent(fn: str, value: object, *, what: str = "latent", min_rank: int 
     import jax.numpy as jnp
 
     if value is None:
-        raise ValueError(f"{fn}: {what} is required: pass a (B, C, ...) array, e.g. jnp.zeros((1, 4, 64, 64))")
+        raise ValueError(
+            f"{fn}: {what} is required: pass a (B, C, ...) array, e.g. jnp.zeros((1, 4, 64, 64))"
+        )
     shape = getattr(value, "shape", None)
     if shape is None:
         try:
@@ -182,7 +184,9 @@ def check_sigmas(fn: str, value: object, *, order: str | None = None, min_len: i
         try:
             host = np.asarray(value, np.float32)
         except (TypeError, ValueError):
-            raise ValueError(f"{fn}: sigmas must be a 1-D array of numbers, got {type(value).__name__}") from None
+            raise ValueError(
+                f"{fn}: sigmas must be a 1-D array of numbers, got {type(value).__name__}"
+            ) from None
         value = host
     shape = tuple(value.shape)  # type: ignore[attr-defined]
     if len(shape) != 1:
@@ -247,6 +251,8 @@ def check_finite(fn: str, what: str, value: object, lo: float | None = None, hi:
     if host.shape != () or host.dtype.kind not in "fiu" or isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{fn}: {what} must be a real number, got {value!r}")
     number = float(host)
-    bounds = f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else ""
+    bounds = (
+        f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else ""
+    )
     if not math.isfinite(number) or (lo is not None and number < lo) or (hi is not None and number > hi):
         raise ValueError(f"{fn}: {what} must be a finite number{bounds}, got {value!r}")

@@ -379,11 +379,15 @@ def test_pytree_denoiser_parameters_are_traced():
 
 class TestBadInput:
     def test_unknown_solver(self):
-        with pytest.raises(ValueError, match=r"inverted_latents: unknown sampler 'huen'.*'heun'.*euler, heun, dpmpp_2m"):
+        with pytest.raises(
+            ValueError, match=r"inverted_latents: unknown sampler 'huen'.*'heun'.*euler, heun, dpmpp_2m"
+        ):
             ju.inverted_latents(wavy, _latent(), SIGMAS, sampler="huen")
 
     def test_solver_is_the_deprecated_spelling_of_sampler(self):
-        with pytest.warns(DeprecationWarning, match=r"inverted_latents: the argument solver= is now sampler="):
+        with pytest.warns(
+            DeprecationWarning, match=r"inverted_latents: the argument solver= is now sampler="
+        ):
             old = ju.inverted_latents(wavy, _latent(), SIGMAS, solver="heun")
         np.testing.assert_array_equal(old, ju.inverted_latents(wavy, _latent(), SIGMAS, sampler="heun"))
 

@@ -306,7 +306,10 @@ def test_jit_lcm_with_rewind_no_recompile():
             r"noised must have shape \(len\(sigmas\) \* B, ...\) = \(7, 4, 8, 8\)",
         ),
         ({"sigmas": jnp.array([0.0, 1, 2, 3, 4, 5, 6])}, "sigmas must be descending"),
-        ({"denoiser": lambda x, s: x[..., :2]}, r"denoiser must return an array of the latent's shape \(1, 4, 8, 8\), got \(1, 4, 8, 2\)"),
+        (
+            {"denoiser": lambda x, s: x[..., :2]},
+            r"denoiser must return an array of the latent's shape \(1, 4, 8, 8\), got \(1, 4, 8, 2\)",
+        ),
         ({"rewind": True, "rewind_min": 0.8, "rewind_max": 0.5}, "rewind_min must be less than rewind_max"),
         ({"rewind_min": 0.5, "rewind_max": 0.5}, "rewind_min must be less than rewind_max"),
         ({"rewind_max": 1.5}, r"rewind_max must be in \[0, 1\]"),
@@ -362,9 +365,9 @@ def test_eager_call_is_one_kernel_and_pytree_parameters_are_traced():
         jax.tree_util.Partial(gauss, jnp.float32(mu)), latent, sigmas, noised, sampler="dpmpp_2m", **kw
     )
     a = run(0.1, alpha_1=2.0)
-    size = _mixing._mixing_kernel._cache_size()
+    size = _mixing.mixing_kernel._cache_size()
     b = run(0.7, alpha_1=3.0)
-    assert _mixing._mixing_kernel._cache_size() == size
+    assert _mixing.mixing_kernel._cache_size() == size
     closure = ju.iterative_mixing_sample(
         gaussian_denoiser(jnp.float32(0.7)), latent, sigmas, noised, sampler="dpmpp_2m", alpha_1=3.0
     )

@@ -29,6 +29,7 @@ def test_matches_comfyui(case, jit):
     r, a = case
     den = toy(r["toy"], a["mu"])
     if r["sampler"] == "lcm":  # torch's noise, drawn as sample_lcm draws it, fed in by step
+
         def run(x, s, n):
             lcm = Run("sample", "lcm")
             return integrate(lcm, den, jnp.asarray(x), jnp.asarray(s), noise=Noise(lcm=jnp.asarray(n)[None]))
@@ -85,8 +86,14 @@ def test_any_rank_and_batch():
         ({"sampler": "lcm"}, r"sample: key is required here \(sampler 'lcm' draws fresh noise\): pass key="),
         ({"sampler": "lcm", "key": 3}, r"sample: key must be a PRNG key, got the int 3; pass jax.random.key"),
         ({"sampler": "euler", "noise_scaling": "flow"}, "sample: unknown noise_scaling 'flow'"),
-        ({"sampler": "euler", "denoiser": lambda x, s: x[:1]}, r"sample: denoiser must return an array of the latent's shape \(2, 3\), got \(1, 3\)"),
-        ({"sampler": "euler", "latent_or_noise": jnp.ones(3)}, r"sample: latent_or_noise must have a batch axis and at least 1 more \(rank >= 2\)"),
+        (
+            {"sampler": "euler", "denoiser": lambda x, s: x[:1]},
+            r"sample: denoiser must return an array of the latent's shape \(2, 3\), got \(1, 3\)",
+        ),
+        (
+            {"sampler": "euler", "latent_or_noise": jnp.ones(3)},
+            r"sample: latent_or_noise must have a batch axis and at least 1 more \(rank >= 2\)",
+        ),
     ],
 )
 def test_bad_input(kwargs, match):
