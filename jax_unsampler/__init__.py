@@ -22,11 +22,15 @@ _EXPORTS = {
     **dict.fromkeys(
         (
             "BETA_SCHEDULES",
+            "BLENDING_FUNCTIONS",
+            "BLENDING_SCHEDULES",
             "COUPLINGS",
             "DISCARD_PENULTIMATE_SAMPLERS",
+            "INVERSION_SAMPLERS",
             "INVERSION_SOLVERS",
             "INVERSION_ZERO_SIGMA",
             "MAX_STEPS",
+            "MIXING_SAMPLERS",
             "MODEL_TYPES",
             "MODES",
             "NOISE_SCALINGS",
@@ -40,10 +44,8 @@ _EXPORTS = {
     **dict.fromkeys(("ModelDenoiser", "denoiser_from_model"), "_denoisers"),
     "key_from_seed": "_keys",
     "inverted_latents": "_inversion",
-    **dict.fromkeys(
-        ("BLENDING_FUNCTIONS", "BLENDING_SCHEDULES", "blend", "blending_schedule", "iterative_mixing_sample"),
-        "_mixing",
-    ),
+    **dict.fromkeys(("blend", "blending_schedule"), "_blending"),
+    "iterative_mixing_sample": "_mixing",
     "ksampler_sigmas": "_ksampler",
     "LatentFormat": "_latent_format",
     **dict.fromkeys(
@@ -53,7 +55,7 @@ _EXPORTS = {
     "unsampler_sigmas": "_node",
     **dict.fromkeys(("noised_latents", "noised_latents_chunks", "noised_latents_from_noise"), "_noise"),
     **dict.fromkeys(("Preset", "preset", "presets"), "_presets"),
-    **dict.fromkeys(("MIXING_SAMPLERS", "sample"), "_samplers"),
+    "sample": "_samplers",
     "calculate_sigmas": "_schedulers",
     "batch_unsample": "_unsample",
     **dict.fromkeys(("load_latent", "save_latent"), "latent_file"),
@@ -66,21 +68,23 @@ if TYPE_CHECKING:
     from ._keys import key_from_seed as key_from_seed
     from ._ksampler import ksampler_sigmas as ksampler_sigmas
     from ._latent_format import LatentFormat as LatentFormat
-    from ._mixing import BLENDING_FUNCTIONS as BLENDING_FUNCTIONS
-    from ._mixing import BLENDING_SCHEDULES as BLENDING_SCHEDULES
-    from ._mixing import blend as blend
-    from ._mixing import blending_schedule as blending_schedule
+    from ._blending import blend as blend
+    from ._blending import blending_schedule as blending_schedule
     from ._mixing import iterative_mixing_sample as iterative_mixing_sample
     from ._model_sampling import ModelSampling as ModelSampling
     from ._model_sampling import model_sampling as model_sampling
     from ._model_sampling import model_sampling_from_table as model_sampling_from_table
     from ._model_sampling import noise_scaling_of as noise_scaling_of
     from ._names import BETA_SCHEDULES as BETA_SCHEDULES
+    from ._names import BLENDING_FUNCTIONS as BLENDING_FUNCTIONS
+    from ._names import BLENDING_SCHEDULES as BLENDING_SCHEDULES
     from ._names import COUPLINGS as COUPLINGS
     from ._names import DISCARD_PENULTIMATE_SAMPLERS as DISCARD_PENULTIMATE_SAMPLERS
+    from ._names import INVERSION_SAMPLERS as INVERSION_SAMPLERS
     from ._names import INVERSION_SOLVERS as INVERSION_SOLVERS
     from ._names import INVERSION_ZERO_SIGMA as INVERSION_ZERO_SIGMA
     from ._names import MAX_STEPS as MAX_STEPS
+    from ._names import MIXING_SAMPLERS as MIXING_SAMPLERS
     from ._names import MODEL_TYPES as MODEL_TYPES
     from ._names import MODES as MODES
     from ._names import NOISE_SCALINGS as NOISE_SCALINGS
@@ -95,7 +99,6 @@ if TYPE_CHECKING:
     from ._presets import Preset as Preset
     from ._presets import preset as preset
     from ._presets import presets as presets
-    from ._samplers import MIXING_SAMPLERS as MIXING_SAMPLERS
     from ._samplers import sample as sample
     from ._schedulers import calculate_sigmas as calculate_sigmas
     from ._unsample import batch_unsample as batch_unsample

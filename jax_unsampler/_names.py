@@ -53,8 +53,21 @@ MODES = ("node", "model")
 """`"node"`: the original node's `x + sigma / scale_factor * eps`. `"model"`: what ComfyUI feeds
 the model at each of its own sigmas (its noise scaling, in the latent format's space)."""
 
-INVERSION_SOLVERS = ("euler", "heun")
-"""The ODE solvers of `inverted_latents`: Euler (one denoiser call a step) and Heun (two)."""
+MIXING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "lcm")
+"""The samplers of `sample` and `iterative_mixing_sample` (ComfyUI's names; one step each, in
+`_steps.py`, shared with inversion and the torch functions)."""
+
+INVERSION_SAMPLERS = ("euler", "heun", "dpmpp_2m")
+"""The samplers `inverted_latents` runs up the probability-flow ODE: the deterministic ones."""
+
+INVERSION_SOLVERS = INVERSION_SAMPLERS
+"""The former name of `INVERSION_SAMPLERS` (inversion's `solver=` is now `sampler=`)."""
+
+BLENDING_SCHEDULES = ("cosine", "linear", "logistic")
+"""The rising blending schedules `c1` of `blending_schedule`."""
+
+BLENDING_FUNCTIONS = ("addition", "slerp", "norm_only")
+"""How `blend` mixes the noised latent with the sampler's."""
 
 INVERSION_ZERO_SIGMA = 1e-4
 """Where a step that starts at sigma 0 evaluates the denoiser (see `inverted_latents`)."""

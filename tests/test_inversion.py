@@ -87,7 +87,7 @@ SIGMAS = np.array([0.03, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 14.6], np.float32)
 @pytest.mark.parametrize("solver", ["euler", "heun"])
 def test_trajectory_is_the_recurrence(solver):
     x = _latent()
-    z = ju.inverted_latents(wavy, x, SIGMAS, solver=solver)
+    z = ju.inverted_latents(wavy, x, SIGMAS, sampler=solver)
     chex.assert_shape(z, (len(SIGMAS) * 2, 4, 5, 6))
     expected = recurrence_np(np.asarray(x), SIGMAS.astype(np.float64), solver)
     np.testing.assert_allclose(np.asarray(z), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
@@ -103,7 +103,7 @@ def test_denoiser_sees_k_diffusion_arguments():
         jax.debug.callback(lambda s: seen.append(np.asarray(s)), sigma)
         return jnp.zeros_like(x)
 
-    ju.inverted_latents(spy, _latent((3, 2, 4)), [0.5, 1.0, 2.0], solver="heun")
+    ju.inverted_latents(spy, _latent((3, 2, 4)), [0.5, 1.0, 2.0], sampler="heun")
     jax.effects_barrier()
     np.testing.assert_array_equal(np.stack(seen), [[0.5] * 3, [1.0] * 3, [1.0] * 3, [2.0] * 3])
 
@@ -120,7 +120,7 @@ def test_gaussian_converges_at_the_solvers_order(solver, order):
     errors = []
     for n in counts:
         sigmas = np.geomspace(lo, hi, n + 1).astype(np.float32)
-        z = ju.inverted_latents(gaussian_denoiser(mu, s), x, sigmas, solver=solver)
+        z = ju.inverted_latents(gaussian_denoiser(mu, s), x, sigmas, sampler=solver)
         errors.append(np.abs(np.asarray(z[-2:], np.float64) - exact).max())
     errors = np.array(errors)
     slope = np.polyfit(np.log(counts), np.log(errors), 1)[0]
@@ -133,7 +133,7 @@ def test_every_entry_is_near_the_ode_state(solver):
     mu, s = -0.2, 1.3
     x = _latent((1, 2, 3, 3), seed=2)
     sigmas = np.geomspace(0.05, 10.0, 201).astype(np.float32)
-    z = np.asarray(ju.inverted_latents(gaussian_denoiser(mu, s), x, sigmas, solver=solver), np.float64)
+    z = np.asarray(ju.inverted_latents(gaussian_denoiser(mu, s), x, sigmas, sampler=solver), np.float64)
     exact = gaussian_ode(
         np.asarray(x, np.float64)[None], mu, s, 0.05, sigmas.astype(np.float64)[:, None, None, None, None]
     )
@@ -153,7 +153,7 @@ def test_round_trip_through_sample(solver, sampler, order):
     errors = []
     for n in counts:
         sigmas = np.geomspace(0.05, 8.0, n + 1).astype(np.float32)
-        top = ju.inverted_latents(gaussian_denoiser(mu, s), x, sigmas, solver=solver)[-2:]
+        top = ju.inverted_latents(gaussian_denoiser(mu, s), x, sigmas, sampler=solver)[-2:]
         back = ju.sample(gaussian_denoiser(mu, s), top, sigmas[::-1], sampler=sampler)
         errors.append(np.abs(np.asarray(back, np.float64) - np.asarray(x, np.float64)).max())
     slope = np.polyfit(np.log(counts), np.log(errors), 1)[0]
@@ -204,7 +204,7 @@ class TestModelMode:
         errors = []
         for steps in (10, 40):
             sigmas = ju.unsampler_sigmas(preset.model_sampling, "euler", "karras", steps)
-            z = ju.inverted_latents(self.network(family), x, sigmas, solver="heun", latent_format=fmt)
+            z = ju.inverted_latents(self.network(family), x, sigmas, sampler="heun", latent_format=fmt)
             sig = np.asarray(sigmas, np.float64)[:, None, None, None, None]
             x0 = np.asarray(fmt.process_in(x), np.float64)[None]
             mean, std = self.moments(family, sig)
@@ -238,7 +238,7 @@ class TestSigmaZero:
     def test_is_the_documented_rule(self, solver):
         x = _latent((1, 3, 4))
         sigmas = np.array([0.0, 0.0, 0.2, 1.0], np.float32)  # a repeated 0 is a step of length 0
-        z = ju.inverted_latents(stiff, x, sigmas, solver=solver)
+        z = ju.inverted_latents(stiff, x, sigmas, sampler=solver)
         assert np.all(np.isfinite(np.asarray(z)))
         expected = recurrence_np(np.asarray(x), sigmas.astype(np.float64), solver, stiff_np)
         # float32: x - D(x, 1e-4) is off by an ulp of x (~1.2e-7 |x|), amplified by 1/1e-4 and
@@ -253,7 +253,7 @@ class TestSigmaZero:
         the closed form: Euler's one-step error is h^2/2 |x''| ~ 1e-4 |x - mu| here, Heun's ~1e-8."""
         mu, s = 0.3, 0.9
         x = _latent((2, 5), seed=3)
-        z = ju.inverted_latents(gaussian_denoiser(mu, s), x, [0.0, 0.01, 0.02], solver=solver)
+        z = ju.inverted_latents(gaussian_denoiser(mu, s), x, [0.0, 0.01, 0.02], sampler=solver)
         exact = gaussian_ode(np.asarray(x, np.float64), mu, s, 0.0, 0.01)
         np.testing.assert_allclose(np.asarray(z[2:4]), exact, rtol=0, atol=tol)
 
@@ -289,10 +289,10 @@ def test_repeated_sigmas_skip_the_denoiser():
 @pytest.mark.parametrize("solver", ["euler", "heun"])
 def test_any_batch_and_rank(shape, solver):
     x = _latent(shape)
-    z = ju.inverted_latents(gaussian_denoiser(0.1, 0.8), x, SIGMAS[:4], solver=solver)
+    z = ju.inverted_latents(gaussian_denoiser(0.1, 0.8), x, SIGMAS[:4], sampler=solver)
     chex.assert_shape(z, (4 * shape[0], *shape[1:]))
     # Items are independent: the first item alone gives the same trajectory.
-    alone = ju.inverted_latents(gaussian_denoiser(0.1, 0.8), x[:1], SIGMAS[:4], solver=solver)
+    alone = ju.inverted_latents(gaussian_denoiser(0.1, 0.8), x[:1], SIGMAS[:4], sampler=solver)
     np.testing.assert_allclose(
         np.asarray(z).reshape(4, shape[0], *shape[1:])[:, :1], np.asarray(alone).reshape(4, 1, *shape[1:]),
         rtol=1e-6, atol=1e-6,
@@ -302,9 +302,9 @@ def test_any_batch_and_rank(shape, solver):
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
 def test_half_precision_is_computed_in_float32(dtype):
     x = _latent((2, 3, 4)).astype(dtype)
-    z = ju.inverted_latents(wavy, x, SIGMAS, solver="heun")
+    z = ju.inverted_latents(wavy, x, SIGMAS, sampler="heun")
     assert z.dtype == dtype
-    ref = ju.inverted_latents(wavy, x.astype(jnp.float32), SIGMAS, solver="heun")
+    ref = ju.inverted_latents(wavy, x.astype(jnp.float32), SIGMAS, sampler="heun")
     # Rounded once at the end: equal to the float32 result rounded to the dtype.
     np.testing.assert_array_equal(np.asarray(z), np.asarray(ref.astype(dtype)))
 
@@ -321,7 +321,7 @@ class TestModelSpace:
     @pytest.mark.parametrize("solver", ["euler", "heun"])
     def test_runs_in_model_space_and_returns_latents(self, solver):
         x = _latent((1, 3, 4))
-        z = ju.inverted_latents(wavy, x, SIGMAS, solver=solver, latent_format=self.FMT)
+        z = ju.inverted_latents(wavy, x, SIGMAS, sampler=solver, latent_format=self.FMT)
         inner = recurrence_np((np.asarray(x, np.float64) - 0.2) * 0.5, SIGMAS.astype(np.float64), solver)
         expected = inner / 0.5 + 0.2
         expected[:1] = np.asarray(x)
@@ -346,18 +346,18 @@ class TestVariants(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_jit_and_eager_agree(self):
         x = _latent()
-        for solver in ju.INVERSION_SOLVERS:
-            fn = self.variant(functools.partial(ju.inverted_latents, wavy, solver=solver))
+        for solver in ("euler", "heun"):  # the recurrences recurrence_np writes out
+            fn = self.variant(functools.partial(ju.inverted_latents, wavy, sampler=solver))
             ref = recurrence_np(np.asarray(x), SIGMAS.astype(np.float64), solver)
             np.testing.assert_allclose(np.asarray(fn(x, SIGMAS)), ref, rtol=1e-5, atol=1e-4)
 
 
 def test_new_values_do_not_recompile():
     x = _latent()
-    ju.inverted_latents(wavy, x, SIGMAS, solver="heun")
+    ju.inverted_latents(wavy, x, SIGMAS, sampler="heun")
     size = _inversion._inverted._cache_size()
-    ju.inverted_latents(wavy, x * 2 - 1, SIGMAS * 1.5, solver="heun")
-    ju.inverted_latents(wavy, _latent(seed=7), np.sort(SIGMAS[::-1] / 3), solver="heun")
+    ju.inverted_latents(wavy, x * 2 - 1, SIGMAS * 1.5, sampler="heun")
+    ju.inverted_latents(wavy, _latent(seed=7), np.sort(SIGMAS[::-1] / 3), sampler="heun")
     assert _inversion._inverted._cache_size() == size
 
 
@@ -379,8 +379,17 @@ def test_pytree_denoiser_parameters_are_traced():
 
 class TestBadInput:
     def test_unknown_solver(self):
-        with pytest.raises(ValueError, match=r"inverted_latents: unknown solver 'huen'.*'heun'.*euler, heun"):
-            ju.inverted_latents(wavy, _latent(), SIGMAS, solver="huen")
+        with pytest.raises(
+            ValueError, match=r"inverted_latents: unknown sampler 'huen'.*'heun'.*euler, heun, dpmpp_2m"
+        ):
+            ju.inverted_latents(wavy, _latent(), SIGMAS, sampler="huen")
+
+    def test_solver_is_the_deprecated_spelling_of_sampler(self):
+        with pytest.warns(
+            DeprecationWarning, match=r"inverted_latents: the argument solver= is now sampler="
+        ):
+            old = ju.inverted_latents(wavy, _latent(), SIGMAS, solver="heun")
+        np.testing.assert_array_equal(old, ju.inverted_latents(wavy, _latent(), SIGMAS, sampler="heun"))
 
     def test_descending_sigmas(self):
         with pytest.raises(ValueError, match=r"inverted_latents: sigmas must be ascending .* index 1"):

@@ -11,7 +11,7 @@ from conftest import quick_subset
 from mixing_toys import gaussian_denoiser, recorded, toy
 
 import jax_unsampler as ju
-from jax_unsampler._mixing import mixing_path, rewind_ranges
+from jax_unsampler._mixing import check_mixing, mix, noise_tables, rewind_ranges
 
 SCHEDULES = recorded("schedule")
 BLENDS = recorded("blend")
@@ -139,24 +139,21 @@ def _run_recorded(r, a, jit):
     den = toy(r["toy"], a["mu"])
     ranges, noise = _noise_from_draws(r, a)
 
-    def run(latent, sigmas, noised, noise):
-        c1 = ju.blending_schedule(o["blending_schedule"], r["steps"], **kwargs)
-        return mixing_path(
-            "test",
-            den,
-            latent,
-            sigmas,
-            noised,
-            c1,
-            sampler=r["sampler"],
-            blend_name=o["blending_function"],
-            ranges=ranges,
-            normalize_on_mean=bool(o.get("normalize_on_mean")),
-            key=None,
-            noise=noise,
-        )
+    m = check_mixing(
+        "test", den, a["latent"], a["sigmas"], a["noised"], sampler=r["sampler"],
+        blending_schedule=o["blending_schedule"], blending_function=o["blending_function"],
+        rewind=bool(o.get("rewind", False)), rewind_min=o.get("rewind_min", 0.0),
+        rewind_max=o.get("rewind_max", 0.999), normalize_on_mean=bool(o.get("normalize_on_mean", False)),
+    )  # fmt: skip
+    assert m.ranges == ranges
+    tables = noise_tables(noise, ranges, r["steps"], a["latent"].shape)
+    starts = jnp.asarray([start for start, _ in ranges], jnp.int32)
 
-    args = (jnp.asarray(a["latent"]), jnp.asarray(a["sigmas"]), jnp.asarray(a["noised"]), noise)
+    def run(latent, sigmas, noised, tables):
+        c1 = ju.blending_schedule(o["blending_schedule"], r["steps"], **kwargs)
+        return mix(m.run, den, latent, sigmas, noised, c1, tables, starts, bool(o.get("normalize_on_mean")))
+
+    args = (jnp.asarray(a["latent"]), jnp.asarray(a["sigmas"]), jnp.asarray(a["noised"]), tables)
     return jax.jit(run)(*args) if jit else run(*args)
 
 
@@ -301,7 +298,7 @@ def test_jit_lcm_with_rewind_no_recompile():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"sampler": "heun"}, "unknown sampler 'heun'.*valid choices: euler, dpmpp_2m, lcm"),
+        ({"sampler": "ddim"}, "unknown sampler 'ddim'.*valid choices: euler, heun, dpmpp_2m, lcm"),
         ({"blending_schedule": "cos"}, "unknown blending_schedule 'cos'.*cosine, linear, logistic"),
         ({"blending_function": "add"}, "unknown blending_function 'add'.*addition, slerp, norm_only"),
         (
@@ -309,7 +306,10 @@ def test_jit_lcm_with_rewind_no_recompile():
             r"noised must have shape \(len\(sigmas\) \* B, ...\) = \(7, 4, 8, 8\)",
         ),
         ({"sigmas": jnp.array([0.0, 1, 2, 3, 4, 5, 6])}, "sigmas must be descending"),
-        ({"denoiser": lambda x, s: x[..., :2]}, r"denoiser returned shape \(1, 4, 8, 2\)"),
+        (
+            {"denoiser": lambda x, s: x[..., :2]},
+            r"denoiser must return an array of the latent's shape \(1, 4, 8, 8\), got \(1, 4, 8, 2\)",
+        ),
         ({"rewind": True, "rewind_min": 0.8, "rewind_max": 0.5}, "rewind_min must be less than rewind_max"),
         ({"rewind_min": 0.5, "rewind_max": 0.5}, "rewind_min must be less than rewind_max"),
         ({"rewind_max": 1.5}, r"rewind_max must be in \[0, 1\]"),
@@ -365,9 +365,9 @@ def test_eager_call_is_one_kernel_and_pytree_parameters_are_traced():
         jax.tree_util.Partial(gauss, jnp.float32(mu)), latent, sigmas, noised, sampler="dpmpp_2m", **kw
     )
     a = run(0.1, alpha_1=2.0)
-    size = _mixing._mixing_kernel._cache_size()
+    size = _mixing.mixing_kernel._cache_size()
     b = run(0.7, alpha_1=3.0)
-    assert _mixing._mixing_kernel._cache_size() == size
+    assert _mixing.mixing_kernel._cache_size() == size
     closure = ju.iterative_mixing_sample(
         gaussian_denoiser(jnp.float32(0.7)), latent, sigmas, noised, sampler="dpmpp_2m", alpha_1=3.0
     )

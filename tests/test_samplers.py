@@ -10,7 +10,7 @@ from conftest import quick_subset
 from mixing_toys import gaussian_denoiser, recorded, toy
 
 import jax_unsampler as ju
-from jax_unsampler._samplers import sample_scan
+from jax_unsampler._sampling import Noise, Run, integrate
 
 CASES = recorded("sampler")
 
@@ -29,7 +29,11 @@ def test_matches_comfyui(case, jit):
     r, a = case
     den = toy(r["toy"], a["mu"])
     if r["sampler"] == "lcm":  # torch's noise, drawn as sample_lcm draws it, fed in by step
-        run = lambda x, s, n: sample_scan("sample", den, jnp.asarray(x), jnp.asarray(s), "lcm", noise=n)  # noqa: E731
+
+        def run(x, s, n):
+            lcm = Run("sample", "lcm")
+            return integrate(lcm, den, jnp.asarray(x), jnp.asarray(s), noise=Noise(lcm=jnp.asarray(n)[None]))
+
         got = (jax.jit(run) if jit else run)(a["x"], a["sigmas"], a["noise"])
     else:
         run = lambda x, s: ju.sample(den, x, s, sampler=r["sampler"])  # noqa: E731
@@ -76,14 +80,20 @@ def test_any_rank_and_batch():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"sampler": "heun"}, "sample: unknown sampler 'heun'.*valid choices: euler, dpmpp_2m, lcm"),
+        ({"sampler": "ddim"}, "sample: unknown sampler 'ddim'.*valid choices: euler, heun, dpmpp_2m, lcm"),
         ({"sampler": "euler", "sigmas": [0.0, 1.0]}, "sample: sigmas must be descending"),
         ({"sampler": "euler", "sigmas": [1.0]}, "sample: sigmas must be 1-D with at least 2"),
-        ({"sampler": "lcm"}, "sample: sampler 'lcm' draws fresh noise: pass key="),
+        ({"sampler": "lcm"}, r"sample: key is required here \(sampler 'lcm' draws fresh noise\): pass key="),
         ({"sampler": "lcm", "key": 3}, r"sample: key must be a PRNG key, got the int 3; pass jax.random.key"),
         ({"sampler": "euler", "noise_scaling": "flow"}, "sample: unknown noise_scaling 'flow'"),
-        ({"sampler": "euler", "denoiser": lambda x, s: x[:1]}, r"sample: denoiser returned shape \(1, 3\)"),
-        ({"sampler": "euler", "latent_or_noise": jnp.ones(3)}, "sample: latent_or_noise must be"),
+        (
+            {"sampler": "euler", "denoiser": lambda x, s: x[:1]},
+            r"sample: denoiser must return an array of the latent's shape \(2, 3\), got \(1, 3\)",
+        ),
+        (
+            {"sampler": "euler", "latent_or_noise": jnp.ones(3)},
+            r"sample: latent_or_noise must have a batch axis and at least 1 more \(rank >= 2\)",
+        ),
     ],
 )
 def test_bad_input(kwargs, match):

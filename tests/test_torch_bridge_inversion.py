@@ -49,12 +49,12 @@ def consistent_jax(x, sigma):
     return (x + sig**2 * jnp.tanh(x)) / (1 + sig**2) + 0.1 * sig / (1 + sig) * jnp.sin(3 * x)
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp_2m"])
 @pytest.mark.parametrize("shape", [(2, 4, 5, 6), (1, 16, 2, 3, 3), (3, 7)])
 def test_torch_recurrence_equals_the_jax_function(solver, shape):
     x = _latent(shape)
-    got = tb.inverted_latents_torch(wavy_torch, x, SIGMAS, solver=solver)
-    want = ju.inverted_latents(wavy_jax, jnp.asarray(x.numpy()), np.float32(SIGMAS), solver=solver)
+    got = tb.inverted_latents_torch(wavy_torch, x, SIGMAS, sampler=solver)
+    want = ju.inverted_latents(wavy_jax, jnp.asarray(x.numpy()), np.float32(SIGMAS), sampler=solver)
     assert got.shape == (len(SIGMAS) * shape[0], *shape[1:]) and got.dtype == torch.float32
     # The same float32 operations in the same order; XLA may turn a division by a scalar into a
     # product with its reciprocal (1 ulp a step), so allow a few ulps over 10 steps.
@@ -66,8 +66,8 @@ def test_torch_recurrence_equals_the_jax_function(solver, shape):
 def test_torch_sigma_zero_rule_equals_the_jax_function(solver):
     x = _latent((2, 3, 4))
     sigmas = [0.0, 0.0, 0.03, 0.5, 2.0]
-    got = tb.inverted_latents_torch(consistent_torch, x, sigmas, solver=solver)
-    want = ju.inverted_latents(consistent_jax, jnp.asarray(x.numpy()), np.float32(sigmas), solver=solver)
+    got = tb.inverted_latents_torch(consistent_torch, x, sigmas, sampler=solver)
+    want = ju.inverted_latents(consistent_jax, jnp.asarray(x.numpy()), np.float32(sigmas), sampler=solver)
     # The step from 0 divides x - D(x, 1e-4) by 1e-4: one ulp of x (1.2e-7 |x|, |x| < 3) that
     # torch and XLA round differently becomes 3.6e-3 of slope, 1.1e-4 over the step of 0.03.
     np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=0, atol=3e-4)
@@ -78,11 +78,11 @@ def test_torch_model_space_equals_the_jax_latent_format():
     fmt = ju.LatentFormat("test", scale_factor=0.5, shift_factor=0.2)
     x = _latent((1, 3, 4))
     got = tb.inverted_latents_torch(
-        wavy_torch, x, SIGMAS, solver="heun",
+        wavy_torch, x, SIGMAS, sampler="heun",
         process_in=lambda v: (v - 0.2) * 0.5, process_out=lambda v: v / 0.5 + 0.2,
     )  # fmt: skip
     want = ju.inverted_latents(
-        wavy_jax, jnp.asarray(x.numpy()), np.float32(SIGMAS), solver="heun", latent_format=fmt
+        wavy_jax, jnp.asarray(x.numpy()), np.float32(SIGMAS), sampler="heun", latent_format=fmt
     )
     np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-5, atol=1e-5)
 
@@ -115,8 +115,8 @@ class TestTorchBadInput:
             tb.inverted_latents_torch(lambda x, s: x[0], _latent(), [0.5, 1.0])
 
     def test_unknown_solver(self):
-        with pytest.raises(ValueError, match=r"inverted_latents_torch: unknown solver 'rk4'; valid choices"):
-            tb.inverted_latents_torch(wavy_torch, _latent(), [0.5, 1.0], solver="rk4")
+        with pytest.raises(ValueError, match=r"inverted_latents_torch: unknown sampler 'rk4'; valid choices"):
+            tb.inverted_latents_torch(wavy_torch, _latent(), [0.5, 1.0], sampler="rk4")
 
 
 class TestNodeDefinition:
@@ -141,12 +141,12 @@ class TestNodeDefinition:
         )
         cfg = spec["optional"]["cfg"]
         assert cfg[0] == "FLOAT" and cfg[1]["default"] == 1.0 and "1.0" in cfg[1]["tooltip"]
-        assert spec["optional"]["solver"][0] == ["euler", "heun"]
+        assert spec["optional"]["solver"][0] == ["euler", "heun", "dpmpp_2m"]
 
     @pytest.mark.parametrize(
         "inputs, match",
         [
-            ({"solver": "rk4"}, r"unknown solver 'rk4'; valid choices: euler, heun"),
+            ({"solver": "rk4"}, r"unknown solver 'rk4'; valid choices: euler, heun, dpmpp_2m"),
             ({"cfg": float("nan")}, r"cfg must be a finite number"),
             ({"normalize": "yes"}, r"normalize must be True or False"),
             ({"latent_image": {"x": 1}}, r"samples"),
@@ -212,7 +212,7 @@ def test_node_on_a_real_model_patcher_equals_the_jax_path(comfy, family, solver,
         return pos if cfg == 1.0 else neg + (pos - neg) * cfg
 
     want = ju.inverted_latents(
-        guided, jnp.asarray(latent["samples"].numpy()), sigmas, solver=solver, latent_format=fmt
+        guided, jnp.asarray(latent["samples"].numpy()), sigmas, sampler=solver, latent_format=fmt
     )
     assert z.shape == (5 * 2, 4, 3, 5)
     # ComfyUI rounds differently on the way (input scaling, latent format maps): 1e-5 of the

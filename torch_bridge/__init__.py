@@ -7,7 +7,9 @@
 - `noised_latents_torch`: the original BatchUnsampler's torch-seeded noise, applied in JAX.
 - `inverted_latents_torch`: `jax_unsampler.inverted_latents` around a torch denoiser.
 - `iterative_mixing_sample_torch`: the original iterative mixing sampler's torch-seeded noise
-  (noised batch, LCM and rewind draws), with the mixing path run in JAX.
+  (noised batch, LCM and rewind draws), with the mixing loop run in JAX around a JAX denoiser.
+- `mixing_sample_torch`: the same mixing around a torch denoiser (a ComfyUI model), the
+  package's steps run in torch.
 - `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI nodes, Batch Unsampler,
   Inverted Batch Unsampler (`inverted_batch_unsample_comfy`: the batch of an ODE inversion
   with the MODEL), Latent Batch Statistics (`latent_batch_statistics`), and the mixing nodes:
@@ -36,6 +38,7 @@ from ._inversion_node import INVERSION_NODE_ID as INVERSION_NODE_ID
 from ._inversion_node import InvertedBatchUnsamplerJax as InvertedBatchUnsamplerJax
 from ._inversion_node import inverted_batch_unsample_comfy as inverted_batch_unsample_comfy
 from ._mixing import iterative_mixing_sample_torch as iterative_mixing_sample_torch
+from ._mixing import mixing_sample_torch as mixing_sample_torch
 from ._mixing_node import IterativeMixingKSamplerAdvancedJax as IterativeMixingKSamplerAdvancedJax
 from ._mixing_node import IterativeMixingKSamplerJax as IterativeMixingKSamplerJax
 from ._mixing_node import IterativeMixingSamplerJax as IterativeMixingSamplerJax
@@ -50,6 +53,41 @@ from ._noise import torch_noise as torch_noise
 from ._stats_node import STATS_NODE_ID as STATS_NODE_ID
 from ._stats_node import LatentBatchStatisticsJax as LatentBatchStatisticsJax
 from ._stats_node import latent_batch_statistics as latent_batch_statistics
+
+__all__ = [
+    "INVERSION_NODE_ID",
+    "NODE_CLASS_MAPPINGS",
+    "NODE_DISPLAY_NAME_MAPPINGS",
+    "NODE_ID",
+    "BatchUnsamplerJax",
+    "InvertedBatchUnsamplerJax",
+    "batch_unsample_comfy",
+    "comfy_model_object",
+    "install_comfyui_node",
+    "inverted_batch_unsample_comfy",
+    "inverted_latents_torch",
+    "iterative_mixing_sample_torch",
+    "latent_format_from_comfy",
+    "latent_samples",
+    "latent_scale_factor",
+    "latent_to_jax",
+    "latent_with_samples",
+    "mixing_sample_torch",
+    "model_sampling_from_comfy",
+    "noised_latents_torch",
+    "to_jax",
+    "to_torch",
+    "torch_noise",
+    "IterativeMixingKSamplerAdvancedJax",
+    "IterativeMixingKSamplerJax",
+    "IterativeMixingSamplerJax",
+    "LatentBatchStatisticsJax",
+    "STATS_NODE_ID",
+    "iterative_mixing_ksampler_advanced_comfy",
+    "iterative_mixing_ksampler_comfy",
+    "iterative_mixing_sampler_comfy",
+    "latent_batch_statistics",
+]
 
 NODE_CLASS_MAPPINGS = {
     **_node.NODE_CLASS_MAPPINGS,

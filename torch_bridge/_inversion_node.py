@@ -78,7 +78,7 @@ def _trajectory_sampler(base: type, solver: str, latent: torch.Tensor) -> Any:
 
             with torch.no_grad():  # ComfyUI runs nodes without autograd; so does this, anywhere
                 self.trajectory = inverted_latents_torch(
-                    denoiser, latent.to(device), sigmas, solver=solver,
+                    denoiser, latent.to(device), sigmas, sampler=solver,
                     process_in=inner.process_latent_in, process_out=inner.process_latent_out, on_step=on_step,
                 )  # fmt: skip
             # The guider maps this back out of the model's space; the node reads `trajectory`.
@@ -130,7 +130,8 @@ def inverted_batch_unsample_comfy(
     - `normalize`: subtract the mean of the batch's first entry from every entry (the
       BatchUnsampler's `normalize`).
     - `cfg`: classifier-free guidance scale (1.0: the only value at which inversion holds).
-    - `solver`: `"euler"` (one model call a step) or `"heun"` (two).
+    - `solver`: one of `INVERSION_SAMPLERS`: `"euler"` (one model call a step), `"heun"` (two) or
+      `"dpmpp_2m"` (one, second order).
 
     **Returns:** the LATENT dict of the `n * B` latents, step-major, least noise first.
     """
@@ -204,7 +205,7 @@ class InvertedBatchUnsamplerJax:
                     list(INVERSION_SOLVERS),
                     {
                         "default": "euler",
-                        "tooltip": "ODE solver: euler (one model call a step) or heun (two).",
+                        "tooltip": "ODE solver: euler (one model call a step), heun (two) or dpmpp_2m (one, second order).",
                     },
                 ),
             },

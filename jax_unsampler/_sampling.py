@@ -1,0 +1,274 @@
+"""The one integration loop: every sampler step of `_steps.py` as a `lax.scan` over the sigmas.
+
+It serves the three uses, as diffrax's `_integrate.py` serves every solver:
+
+- sampling (`sample`): one pass, the last state kept;
+- mixing (`iterative_mixing_sample`): a blend with the step's noised entry in each step, and
+  rewind passes that run the steps again from later starts on batches noised afresh: a loop over
+  the passes (not unrolled: the compile time does not grow with their number), each pass a scan
+  over every step in which the steps before its start do nothing;
+- inversion (`inverted_latents`): ascending sigmas, every state written in place into the
+  `(n * B, ...)` trajectory, steps between equal sigmas skipped (no denoiser call).
+
+Randomness is per item: a draw for step `i` of pass `p` and item `b` uses
+`fold_in(fold_in(fold_in(fold_in(key, p), kind), i), batch_index[b])`, so an item's result
+depends only on the key, its index and the settings, never on the batch it sits in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._latent_format import LatentFormat
+from ._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas, apply_noise
+
+
+class _JaxOps:
+    """`_steps.Ops` for JAX arrays (inside a trace)."""
+
+    where = staticmethod(jnp.where)
+    log = staticmethod(jnp.log)
+    exp = staticmethod(jnp.exp)
+    expm1 = staticmethod(jnp.expm1)
+    sqrt = staticmethod(jnp.sqrt)
+    arccos = staticmethod(jnp.arccos)
+    sin = staticmethod(jnp.sin)
+    isfinite = staticmethod(jnp.isfinite)
+
+    @staticmethod
+    def choose(pred: jax.Array, if_true: Callable, if_false: Callable, x: jax.Array) -> jax.Array:
+        return jax.lax.cond(pred, if_true, if_false, x)
+
+    @staticmethod
+    def flat(x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def item_sum(x: jax.Array) -> jax.Array:
+        return jnp.sum(x, axis=1, keepdims=True)
+
+    @staticmethod
+    def column(w: jax.Array, batch: int) -> jax.Array:
+        return jnp.broadcast_to(jnp.asarray(w, jnp.float32), (batch,)).reshape(-1, 1)
+
+    @staticmethod
+    def channel_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        axes = tuple(range(2, x.ndim))
+        return jnp.mean(x, axis=axes, keepdims=True), jnp.std(x, axis=axes, keepdims=True, ddof=1)
+
+    @staticmethod
+    def remember(history: jax.Array, i: jax.Array, denoised: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Store step `i`'s denoised latent in a two-slot ring `(2, *x.shape)`; return the ring
+        and step `i - 1`'s. Carrying the previous latent as its own loop value makes XLA copy
+        each new one into the carry (the old one is still read that step); a ring is updated in
+        place."""
+        slot = i % 2
+        history = jax.lax.dynamic_update_index_in_dim(history, denoised, slot, 0)
+        return history, jax.lax.dynamic_index_in_dim(history, 1 - slot, keepdims=False)
+
+
+JAX_OPS = _JaxOps()
+
+
+def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    """`denoiser(x, sigma * ones(B))` in float32, checked to return a real array of x's shape."""
+    batch = x.shape[0]
+    try:
+        out = denoiser(x, jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (batch,)))
+    except (TypeError, ValueError) as err:
+        if str(err).startswith(f"{fn}:"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{fn}: the denoiser failed on x of shape {tuple(x.shape)} and sigma of shape ({batch},) "
+            f"(one noise level per item, k-diffusion's convention; broadcast it as "
+            f"sigma.reshape(-1, *[1] * (x.ndim - 1))): {first}"
+        ) from err
+    shape = getattr(out, "shape", None)
+    if shape is None or tuple(shape) != tuple(x.shape):
+        got = type(out).__name__ if shape is None else tuple(shape)
+        raise ValueError(
+            f"{fn}: denoiser must return an array of the latent's shape {tuple(x.shape)}, got {got}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"{fn}: denoiser must return a real floating array, got dtype {out.dtype}")
+    return jnp.asarray(out).astype(jnp.float32)
+
+
+def item_normal(key: jax.Array, item_ids: jax.Array, item_shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal noise of each item, `(len(item_ids), *item_shape)`, from `fold_in(key, id)`."""
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), item_shape, jnp.float32))(
+        item_ids
+    )
+
+
+class Noise(NamedTuple):
+    """Where the randomness comes from: a key (drawn per pass, step and item) or tables of given
+    standard normal draws (the original's torch draws): `rewind` `(passes, steps + 1, B, ...)`
+    and `lcm` `(passes, steps, B, ...)`, each None where not needed."""
+
+    key: jax.Array | None = None
+    item_ids: jax.Array | None = None
+    rewind: jax.Array | None = None
+    lcm: jax.Array | None = None
+
+    def draw(self, kind: int, p: jax.Array, i: jax.Array, like: jax.Array) -> jax.Array:
+        table = self.rewind if kind == 0 else self.lcm
+        if table is not None:
+            return jax.lax.dynamic_index_in_dim(
+                jax.lax.dynamic_index_in_dim(table, p, keepdims=False), i, keepdims=False
+            )
+        assert self.key is not None and self.item_ids is not None
+        k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(self.key, p), kind), i)
+        return item_normal(k, self.item_ids, like.shape[1:])
+
+
+class Run(NamedTuple):
+    """A loop's settings (static)."""
+
+    fn: str
+    sampler: str
+    noise_scaling: str = "eps"
+    blend: str | None = None  # a name of BLENDING_FUNCTIONS: mixing
+    passes: int = 1  # mixing's rewind passes (their first steps are the kernel's `starts`)
+    save_all: bool = False  # keep every state (inversion) rather than the last
+    skip_equal: bool = False  # a step between equal sigmas calls no denoiser
+    latent_format: LatentFormat | None = None
+
+
+def _steps(sigmas: jax.Array, start: jax.Array | int) -> Sigmas:
+    n = sigmas.shape[0] - 1
+    i = jnp.arange(n)
+    prev = jnp.concatenate([sigmas[:1], sigmas[:-2]])
+    return Sigmas(i, prev, sigmas[:-1], sigmas[1:], i == start)
+
+
+def integrate(
+    run: Run,
+    denoiser: Callable,
+    x0: jax.Array,
+    sigmas: jax.Array,
+    *,
+    noised: jax.Array | None = None,
+    c1: jax.Array | None = None,
+    noise: Noise = Noise(),
+    starts: jax.Array | None = None,
+    out_dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Run `run.sampler` along `sigmas` from `x0` (`(B, ...)`, float32, in the latent's space).
+
+    Mixing (`run.blend`): `noised` is the `(len(sigmas) * B, ...)` batch along `sigmas`
+    (step-major) in the latent's space, `c1` the `(steps,)` weights; a pass starts from its own
+    first entry (`x0` is then unused by pass 0); `starts` holds the `run.passes` passes' first
+    steps (traced: other rewind settings with as many passes reuse the program). Returns the last state, or with `save_all` the
+    `(len(sigmas) * B, ...)` trajectory whose entry 0 is `x0`, in `out_dtype`.
+    """
+    spec = SAMPLER_STEPS[run.sampler]
+    fmt = run.latent_format
+    batch = x0.shape[0]
+    to_model = (lambda v: v) if fmt is None else fmt.process_in
+    to_latent = (lambda v: v) if fmt is None else fmt.process_out
+    den = lambda x, s: call_denoiser(run.fn, denoiser, x, s)  # noqa: E731
+    n_steps = sigmas.shape[0] - 1
+    mixing = run.blend is not None
+    blend_fn = BLENDS[run.blend] if run.blend is not None else None
+
+    # The norms of the given noised entries do not depend on the path: one pass over the batch
+    # before the loop (slerp and norm_only), not a reduction over z'[i] in every step.
+    norms = None
+    if mixing and run.blend != "addition" and fmt is None:
+        assert noised is not None
+        norms = jnp.sqrt(jnp.sum(jnp.square(noised.reshape(noised.shape[0], -1)), axis=1, keepdims=True))
+
+    def entry(p: jax.Array, i: jax.Array, base: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """The step's noised entry in model space, and its per-item norms where known: pass 0
+        reads the given batch in place (no copy), a rewind pass noises its base afresh."""
+        assert noised is not None
+        given = to_model(jax.lax.dynamic_slice_in_dim(noised, i * batch, batch))
+        norm = None if norms is None else jax.lax.dynamic_slice_in_dim(norms, i * batch, batch)
+        if run.passes == 1:
+            return given, norm
+        fresh = base + noise.draw(0, p, i, base) * sigmas[i]
+        return jnp.where(p == 0, given, fresh), (
+            None if norm is None else jnp.where(p == 0, norm, _norms(fresh))
+        )
+
+    def one_step(p, x, state, base, out, s: Sigmas, c, w):
+        z, z_norm = entry(p, s.i, base) if mixing else (None, None)
+        if mixing and run.passes > 1:
+            x = jnp.where(s.first, z, x)  # a pass starts at its own first entry
+        blend = (lambda v: v) if blend_fn is None else (lambda v: blend_fn(JAX_OPS, z, v, w, z_norm))
+        ctx = Context(JAX_OPS, den, blend, lambda: noise.draw(1, p, s.i, x), run.noise_scaling)
+
+        def advance(operand):
+            x, state = operand
+            return spec.step(ctx, x, s, state, c)
+
+        if run.skip_equal:
+            x, state = jax.lax.cond(s.next == s.sigma, lambda o: o, advance, (x, state))
+        else:
+            x, state = advance((x, state))
+        if out is not None:
+            out = jax.lax.dynamic_update_slice_in_dim(
+                out, to_latent(x).astype(out.dtype), (s.i + 1) * batch, 0
+            )
+        return x, state, out
+
+    history = jnp.zeros((2, *x0.shape), jnp.float32) if spec.history else jnp.zeros((), jnp.float32)
+    out0 = None
+    if run.save_all:
+        out0 = jnp.zeros((sigmas.shape[0] * batch, *x0.shape[1:]), out_dtype)
+        out0 = jax.lax.dynamic_update_slice_in_dim(out0, x0.astype(out_dtype), 0, 0)  # the latent itself
+    w_all = c1 if c1 is not None else jnp.zeros((n_steps,), jnp.float32)
+    if n_steps == 0:
+        return out0 if out0 is not None else x0
+
+    def one_pass(p: jax.Array, start: jax.Array, x: jax.Array, out: jax.Array | None):
+        steps = _steps(sigmas, start)
+        coeffs = spec.coefficients(JAX_OPS, steps) if spec.coefficients is not None else jnp.zeros((n_steps,))
+        base = x
+        if mixing and run.passes == 1:
+            x = entry(p, jnp.int32(0), base)[0]
+
+        def body(carry, inp):
+            x, state, out = carry
+            s, c, w = inp
+            if run.passes == 1:
+                x, state, out = one_step(p, x, state, base, out, s, c, w)
+                return (x, state, out), None
+
+            def active(operand):
+                x, state, out = operand
+                return one_step(p, x, state, base, out, s, c, w)
+
+            return jax.lax.cond(s.i >= start, active, lambda o: o, (x, state, out)), None
+
+        (x, _, out), _ = jax.lax.scan(body, (x, history, out), (steps, coeffs, w_all))
+        return x, out
+
+    if run.passes == 1:
+        x, out = one_pass(jnp.int32(0), jnp.int32(0), to_model(x0), out0)
+    else:
+
+        def pass_body(carry, inp):
+            x, out = carry
+            p, start = inp
+            return one_pass(p, start, x, out), None
+
+        assert starts is not None and starts.shape == (run.passes,)
+        xs = (jnp.arange(run.passes, dtype=jnp.int32), starts.astype(jnp.int32))
+        (x, out), _ = jax.lax.scan(pass_body, (to_model(x0), out0), xs)
+    if out is not None:
+        return out
+    return to_latent(x)
+
+
+def _norms(x: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1, keepdims=True))
+
+
+__all__ = ["JAX_OPS", "Noise", "Run", "apply_noise", "call_denoiser", "integrate", "item_normal"]
