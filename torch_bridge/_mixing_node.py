@@ -10,7 +10,7 @@
   latent (our node's rules), then the Advanced node's loop; the last step's latents out, as the
   original's Iterative Mixing KSampler (which fails on current ComfyUI).
 - **Iterative Mixing Sampler (jax-unsampler)**: a SAMPLER for SamplerCustom and
-  SamplerCustomAdvanced that mixes with its own euler, dpmpp_2m or lcm loop (the original's
+  SamplerCustomAdvanced that mixes with its own euler, heun, dpmpp_2m or lcm loop (the original's
   IterativeMixingSampler), so any guider and any sigmas compose with it; it runs
   `torch_bridge.mixing_sample_torch` on ComfyUI's wrapped model.
 
@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from jax_unsampler._names import MODES, SAMPLERS, SCHEDULERS, SEED_MAX
+from jax_unsampler._names import (
+    BLENDING_FUNCTIONS,
+    BLENDING_SCHEDULES,
+    MIXING_SAMPLERS,
+    MODES,
+    SAMPLERS,
+    SCHEDULERS,
+    SEED_MAX,
+)
 from jax_unsampler._validation import check_choice, check_int
 
 from ._convert import to_jax, to_torch
@@ -44,11 +52,6 @@ ADVANCED_NAME = "Iterative Mixing KSampler Advanced (jax-unsampler)"
 SAMPLER_ID = "JaxUnsampler_IterativeMixingSampler"
 SAMPLER_NAME = "Iterative Mixing Sampler (jax-unsampler)"
 
-# The package's names (jax_unsampler.BLENDING_SCHEDULES, BLENDING_FUNCTIONS, MIXING_SAMPLERS),
-# written out so that loading the nodes does not import JAX; a test keeps them equal.
-BLENDING_SCHEDULES = ("cosine", "linear", "logistic")
-BLENDING_FUNCTIONS = ("addition", "slerp", "norm_only")
-MIXING_SAMPLERS = ("euler", "dpmpp_2m", "lcm")
 
 _SAMPLING = "sampling/jax-unsampler"
 
@@ -343,7 +346,7 @@ def mixing_sampler_function(
     k-diffusion samplers, with its wrapped model, the starting latent `x` and the sigmas; it
     runs `torch_bridge.mixing_sample_torch` with `denoiser(x, s) = model(x, s, **extra_args)`
     and the seed ComfyUI passes (SamplerCustom's noise_seed)."""
-    from . import _mixing
+    from ._mixing import mixing_sample_torch
 
     extra_args = {} if extra_args is None else extra_args
     if extra_args.get("denoise_mask") is not None:
@@ -351,20 +354,22 @@ def mixing_sampler_function(
             f"{SAMPLER_ID}: a LATENT with a noise_mask is not supported by the mixing sampler; "
             "remove the mask (SetLatentNoiseMask) or use Iterative Mixing KSampler Advanced"
         )
-    run = getattr(_mixing, "mixing_sample_torch", None)
-    if run is None:
-        raise ValueError(f"{SAMPLER_ID}: needs torch_bridge.mixing_sample_torch, which this version lacks")
-
     def denoiser(latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return model(latent, sigma, **extra_args)
 
     def on_step(i, denoised, latent, total):
         if callback is not None:
-            callback({"x": latent, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+            sigma = sigmas[min(i, len(sigmas) - 1)]  # a rewind pass counts on past the sigmas
+            callback({"x": latent, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
 
     seed = int(extra_args.get("seed") or 0)
-    with torch.no_grad():
-        return run(denoiser, x, sigmas, seed=seed, sampler=sampler, callback=on_step, **settings)
+    try:
+        with torch.no_grad():
+            return mixing_sample_torch(
+                denoiser, x, sigmas, seed=seed, sampler=sampler, callback=on_step, **settings
+            )
+    except ValueError as e:
+        raise ValueError(node_message(SAMPLER_ID, e)) from None
 
 
 def iterative_mixing_sampler_comfy(
@@ -570,7 +575,7 @@ class IterativeMixingSamplerJax:
     CATEGORY = "sampling/custom_sampling/samplers"
     DESCRIPTION = (
         "A SAMPLER for SamplerCustom / SamplerCustomAdvanced that unsamples the starting latent "
-        "along the sigmas and blends it in at every step of its euler, dpmpp_2m or lcm loop "
+        "along the sigmas and blends it in at every step of its euler, heun, dpmpp_2m or lcm loop "
         "(ComfyUI-Iterative-Mixer's IterativeMixingSampler); the noise seed is the sampler node's."
     )
 
