@@ -354,6 +354,7 @@ def mixing_sampler_function(
             f"{SAMPLER_ID}: a LATENT with a noise_mask is not supported by the mixing sampler; "
             "remove the mask (SetLatentNoiseMask) or use Iterative Mixing KSampler Advanced"
         )
+
     def denoiser(latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return model(latent, sigma, **extra_args)
 
