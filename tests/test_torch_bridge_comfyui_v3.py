@@ -115,8 +115,46 @@ def test_comfy_entrypoint_lists_the_node(comfy, v3):  # noqa: F811
         return await extension.get_node_list()
 
     nodes = asyncio.run(load())
-    assert nodes == [v3.BatchUnsamplerJaxV3]
+    assert nodes[0] is v3.BatchUnsamplerJaxV3
     assert nodes[0].GET_SCHEMA().display_name == v3.DISPLAY_NAME_V3
+    # Every V1 node has its V3 twin: the V1 id and display name marked V3.
+    assert [n.GET_SCHEMA().node_id for n in nodes] == [f"{k}V3" for k in tb.NODE_CLASS_MAPPINGS]
+    names = [n.GET_SCHEMA().display_name for n in nodes]
+    assert names == [v.removesuffix(")") + ", V3)" for v in tb.NODE_DISPLAY_NAME_MAPPINGS.values()]
+
+
+@needs_comfyui
+@pytest.mark.parametrize("v1_id", list(tb.NODE_CLASS_MAPPINGS))
+def test_every_v3_schema_equals_its_v1_node(comfy, v3, v1_id):  # noqa: F811
+    v1 = tb.NODE_CLASS_MAPPINGS[v1_id]
+    node = v3.V3_NODES[f"{v1_id}V3"]
+    schema = node.GET_SCHEMA()  # validates the class and schema, as ComfyUI's loader does
+    assert (schema.category, schema.description) == (v1.CATEGORY, v1.DESCRIPTION)
+    want, got = v1.INPUT_TYPES(), node.INPUT_TYPES(include_hidden=False)
+    for group in ("required", "optional"):
+        assert list(got.get(group, {})) == list(want.get(group, {})), group  # names and order
+        for name in want.get(group, {}):
+            assert _v1_view(got[group][name]) == _v1_view(want[group][name]), name
+    assert list(node.RETURN_TYPES) == list(v1.RETURN_TYPES)
+    assert list(node.RETURN_NAMES) == list(v1.RETURN_NAMES)
+
+
+@needs_comfyui
+def test_a_v3_mixing_node_computes_as_its_v1_node(comfy, v3):  # noqa: F811
+    from comfy_models import NEG, POS, tiny_base_model
+
+    model = tiny_base_model(comfy, "sd15")
+    x = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(2))
+    inputs = dict(
+        model=model, positive=POS, negative=NEG, latent_image={"samples": x}, seed=3, steps=4, cfg=2.0,
+        sampler_name="euler", scheduler="karras", denoise=1.0, alpha_1=2.4, blending_schedule="cosine",
+        blending_function="addition", normalize_on_mean=False, noise_source="torch",
+    )  # fmt: skip
+    node = v3.V3_NODES["JaxUnsampler_IterativeMixingKSamplerV3"]
+    with torch.inference_mode():
+        (got,) = node.EXECUTE_NORMALIZED(**inputs).result
+    (want,) = tb.IterativeMixingKSamplerJax().sample(**inputs)
+    torch.testing.assert_close(got["samples"], want["samples"], rtol=0, atol=0)
 
 
 @needs_comfyui
