@@ -571,7 +571,7 @@ class IterativeMixingSamplerJax:
         }
 
     RETURN_TYPES = ("SAMPLER",)
-    RETURN_NAMES = ("sampler",)
+    RETURN_NAMES = ("mixing_sampler",)  # not "sampler": V3 ids of inputs and outputs differ
     FUNCTION = "get_sampler"
     CATEGORY = "sampling/custom_sampling/samplers"
     DESCRIPTION = (
