@@ -6,8 +6,8 @@
 - `custom_nodes/jax-unsampler`: `git archive HEAD` of this repository (what a clone puts there);
 - `custom_nodes/tiny_model_for_tests.py`: the test-only nodes (tests/comfyui_tiny_model_node.py);
 - `models/checkpoints/v1-5-pruned-emaonly.safetensors`: a tiny random SD1.5 checkpoint
-  (`write_tiny_checkpoint`: a one-level UNet and a TAESD VAE, no text encoder) under the name
-  the example workflows use, so that they run unchanged;
+  (`write_tiny_checkpoint`: a one-level UNet, a TAESD VAE and a random CLIP-L text encoder)
+  under the name the example workflows use, so that they run unchanged;
 - `input/example.png`: a small picture under the name the example workflows load.
 
 The server is stopped (SIGINT, then SIGKILL of its own process group) when the context ends;
@@ -67,9 +67,11 @@ def git_archive_pack(custom_nodes: pathlib.Path) -> pathlib.Path:
 
 def write_tiny_checkpoint(path: pathlib.Path) -> pathlib.Path:
     """A checkpoint ComfyUI loads as SD1.5 (its detection reads the UNet's shapes): a UNet of one
-    level (320 channels, one cross-attention block) and a TAESD VAE with seeded random weights,
-    no text encoder. Needs ComfyUI imported (`conftest.import_comfy`)."""
+    level (320 channels, one cross-attention block), a TAESD VAE and SD1.5's text encoder (CLIP-L,
+    the size ComfyUI builds), with seeded random weights. Needs ComfyUI imported
+    (`conftest.import_comfy`)."""
     import comfy.ops
+    import comfy.sd1_clip
     import comfy.utils
     import torch
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
@@ -86,9 +88,18 @@ def write_tiny_checkpoint(path: pathlib.Path) -> pathlib.Path:
     vae = TAESD()
     state = {f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
     state.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+    # The text encoder at SD1.5's size (ComfyUI builds CLIP-L from its own config).
+    clip = comfy.sd1_clip.SDClipModel(device="cpu").transformer.state_dict()
+    state.update({f"cond_stage_model.transformer.{k}": v for k, v in clip.items()})
     for key, value in state.items():
         if value.dtype.is_floating_point and value.ndim:
-            state[key] = torch.randn(value.shape, generator=generator) * (0.02 if "diffusion" in key else 0.2)
+            scale = 0.2 if "first_stage" in key else 0.02
+            state[key] = torch.randn(value.shape, generator=generator) * scale
+            if (
+                key.endswith(("norm1.weight", "norm2.weight", "final_layer_norm.weight"))
+                and "cond_stage" in key
+            ):
+                state[key] = state[key] + 1.0  # layer norms near the identity
     state = {k: v.to(torch.float16).contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     comfy.utils.save_torch_file(state, str(path))

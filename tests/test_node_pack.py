@@ -272,7 +272,7 @@ def test_example_workflows_use_the_node_with_valid_inputs():
     assert len(workflows) >= 2
     for name, workflow in workflows.items():
         types = [node["type"] for node in workflow["nodes"]]
-        assert {NODE_ID, "JaxUnsampler_InvertedBatchUnsampler"} & set(types), name
+        assert set(NODES) & set(types), name
         assert _problems_of_our_node(workflow) == [], name
     preview = workflows["unsample_and_preview.json"]
     assert {"SaveLatent", "VAEDecode", "PreviewImage"} <= {n["type"] for n in preview["nodes"]}
@@ -280,6 +280,8 @@ def test_example_workflows_use_the_node_with_valid_inputs():
         assert {"KSamplerAdvanced", "LatentFromBatch", "Note"} <= {
             n["type"] for n in workflows[name]["nodes"]
         }
+    upscale = {n["type"] for n in workflows["upscale_with_iterative_mixing.json"]["nodes"]}
+    assert {"LatentUpscaleBy", "JaxUnsampler_IterativeMixingKSampler", "SaveImage", "Note"} <= upscale
 
 
 def test_the_inversion_workflow_samples_back_from_its_top_entry_at_cfg_1():

@@ -114,3 +114,29 @@ def check_workflow(workflow: dict, node_types: dict[str, dict], file_inputs=()) 
         if not out["type"] == into["type"] == link_type:
             problems.append(f"link {link_id}: {out['type']} -> {into['type']} as {link_type}")
     return problems
+
+
+def to_api_prompt(workflow: dict, node_types: dict[str, dict]) -> dict:
+    """A UI-format workflow as the API prompt `/prompt` takes (what the editor's queue button
+    sends): widget values named by `node_types` (`/object_info`: `class_type -> {"input": ...}`),
+    sockets as `[source id, slot]`; frontend-only nodes left out."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        kind = node["type"]
+        if kind in FRONTEND_ONLY:
+            continue
+        inputs: dict[str, object] = {}
+        values = iter(node.get("widgets_values") or [])
+        for name, spec_kind, options in _inputs(node_types[kind]["input"]):
+            if not _is_widget(spec_kind):
+                continue
+            inputs[name] = next(values)
+            if options.get("control_after_generate") or options.get("image_upload"):
+                next(values)  # the editor's extra widget (seed control, upload button)
+        for entry in node.get("inputs", []):
+            if entry.get("link") is not None:
+                _, source, slot, _, _, _ = links[entry["link"]]
+                inputs[entry["name"]] = [str(source), slot]
+        prompt[str(node["id"])] = {"class_type": kind, "inputs": inputs}
+    return prompt
