@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 SCREENSHOT_TEMPLATE = "upscale_with_iterative_mixing.json"  # the graph shown in docs/
-QUEUED_TEMPLATE = "unsample_and_preview.json"  # runs on the tiny checkpoint (no text encoder needed)
+QUEUED_TEMPLATE = "upscale_with_iterative_mixing.json"  # runs on the tiny checkpoint
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 UI_TIMEOUT_MS = 180_000
 
@@ -132,12 +132,11 @@ def test_a_template_queued_from_the_ui_shows_its_result_in_the_history(server, p
     (entry,) = new
     assert entry["status"]["status_str"] == "success", entry["status"]
     prompt = entry["prompt"][2]
-    assert {v["class_type"] for v in prompt.values()} >= {"JaxUnsampler_BatchUnsampler", "PreviewImage"}
-    preview = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
-    steps = next(
-        v["inputs"]["steps"] for v in prompt.values() if v["class_type"] == "JaxUnsampler_BatchUnsampler"
-    )
-    assert len(entry["outputs"][preview]["images"]) == steps  # one decoded picture per step
+    kinds = {v["class_type"] for v in prompt.values()}
+    assert {"JaxUnsampler_IterativeMixingKSampler", "LatentUpscaleBy", "SaveImage"} <= kinds
+    (save,) = [k for k, v in prompt.items() if v["class_type"] == "SaveImage"]
+    (image,) = entry["outputs"][save]["images"]  # the refined picture, in the UI's history
+    assert image["filename"].endswith(".png") and image["type"] == "output"
 
 
 def _show(page, name: str) -> None:
