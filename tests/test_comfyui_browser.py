@@ -145,7 +145,18 @@ def _show(page, name: str) -> None:
         """async ([pack, name]) => {
             const workflow = await (await fetch(`/api/workflow_templates/${pack}/${name}`)).json();
             await app.loadGraphData(workflow);
-            try { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); } catch (e) {}
+            // Fit the view to the nodes: screen = (graph + offset) * scale.
+            let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+            for (const n of app.graph._nodes) {
+                x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 40);
+                x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+            }
+            const rect = app.canvas.canvas.getBoundingClientRect();
+            const [left, top] = [80, 90];  // the side bar and the tab bar lie over the canvas
+            const [w, h] = [rect.width - left - 30, rect.height - top - 30];
+            const scale = Math.min(w / (x1 - x0), h / (y1 - y0));
+            app.canvas.ds.scale = scale;
+            app.canvas.ds.offset = [left / scale - x0, top / scale - y0];
             app.graph.setDirtyCanvas(true, true);
         }""",
         [PACK_NAME, name],
