@@ -198,7 +198,8 @@ class InvertedBatchUnsamplerJax:
                     list(INVERSION_SOLVERS),
                     {
                         "default": "euler",
-                        "tooltip": "ODE solver: euler (one model call a step), heun (two) or dpmpp_2m (one, second order).",
+                        "tooltip": "ODE solver: euler (one model call a step), heun (two) or "
+                        "dpmpp_2m (one, second order).",
                     },
                 ),
             },
