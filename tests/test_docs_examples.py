@@ -12,6 +12,7 @@ The rules (CONTRIBUTING.md, "Examples in the docs"):
   `numpy.testing.assert_allclose` with rtol 1e-5 and atol 1e-6 (so a stated float need not
   be printed to every digit: write it to the digits you mean).
 - A page whose code imports torch is skipped where torch is not installed.
+- Examples run from the repository's root (a path such as `tests/data/...` is relative to it).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def test_the_collector_finds_the_examples():
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_page_examples_run(page: pathlib.Path):
+def test_page_examples_run(page: pathlib.Path, monkeypatch):
     blocks = [b for b in python_blocks(page) if b.run]
     if not blocks:
         pytest.skip("every block is marked no-run")
@@ -135,6 +136,7 @@ def test_page_examples_run(page: pathlib.Path):
         re.search(r"^\s*(import|from)\s+(torch|torch_bridge)\b", b.code, re.M) for b in blocks
     ):
         pytest.skip("the page's examples need torch")
+    monkeypatch.chdir(ROOT)  # examples name the repository's files relative to its root
     namespace: dict = {"__name__": "__docs__", "__docs_check__": check_value}
     for block in blocks:
         exec(compile_block(block), namespace)  # noqa: S102 - the project's own documentation
