@@ -101,19 +101,23 @@ def compile_block(block: Block) -> object:
                     f"{name}:{block.line + node.end_lineno - 1}: `# ->` follows a statement, "
                     "not an expression"
                 )
-            where = f"{name}:{block.line + node.end_lineno - 1}"
+            where, literal = f"{name}:{block.line + node.end_lineno - 1}", stated[node.end_lineno]
+            try:
+                ast.literal_eval(literal)
+            except (ValueError, SyntaxError):
+                raise AssertionError(
+                    f"{where}: `# ->` must be followed by a Python literal alone, got {literal!r}"
+                ) from None
             call = ast.Call(
                 func=ast.Name("__docs_check__", ast.Load()),
-                args=[node.value, ast.Constant(stated[node.end_lineno]), ast.Constant(where)],
+                args=[node.value, ast.Constant(literal), ast.Constant(where)],
                 keywords=[],
             )
             tree.body[i] = ast.copy_location(ast.Expr(call), node)
             checked.add(node.end_lineno)
     missed = set(stated) - checked
     if missed:
-        raise AssertionError(
-            f"{name}:{block.line + min(missed) - 1}: `# ->` must end a top-level expression"
-        )
+        raise AssertionError(f"{name}:{block.line + min(missed) - 1}: `# ->` must end a top-level expression")
     ast.fix_missing_locations(tree)
     ast.increment_lineno(tree, block.line - 1)  # tracebacks point at the page's own lines
     return compile(tree, name, "exec")
@@ -184,7 +188,10 @@ def test_blocks_share_a_namespace_and_no_run_is_skipped(scratch_page):
     assert _run(page)["b"] == 6
 
 
-def test_a_mark_on_a_statement_is_refused(scratch_page):
+def test_a_mark_on_a_statement_or_without_a_literal_is_refused(scratch_page):
     page = scratch_page("```python\nx = 1  # -> 1\n```\n")
     with pytest.raises(AssertionError, match="not an expression"):
+        _run(page)
+    page = scratch_page("```python\n1 + 1  # -> 2, the sum\n```\n")
+    with pytest.raises(AssertionError, match="a Python literal alone"):
         _run(page)
