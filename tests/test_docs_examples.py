@@ -2,7 +2,7 @@
 
 The rules (CONTRIBUTING.md, "Examples in the docs"):
 
-- Every ```python block of a page runs, in the page's order, in one namespace per page, so a
+- Every ```python block (also ```py) of a page runs, in the page's order, in one namespace per page, so a
   later block may use the names of an earlier one.
 - A block fenced as ```python no-run, or preceded by the line `<!-- no-run -->`, is skipped:
   only for code that cannot run here (it needs ComfyUI, a real network, a file of yours).
@@ -31,8 +31,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 
-# A fenced block: its info string and body. Fences of three or more backticks, closed by the same.
-_FENCE = re.compile(r"^(?P<fence>`{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S)
+# A fenced block: its indentation (inside a list item), info string and body. Fences of three or
+# more backticks, closed by the same at the same indentation.
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
+    re.M | re.S,
+)
 _NO_RUN_COMMENT = re.compile(r"<!--\s*no-run\s*-->\s*$")
 _MARK = "# ->"
 
@@ -51,12 +55,14 @@ def python_blocks(page: pathlib.Path) -> list[Block]:
     blocks = []
     for match in _FENCE.finditer(text):
         words = match.group("info").split()
-        if not words or words[0] != "python":
+        if not words or words[0] not in ("python", "py", "python3"):
             continue
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         run = "no-run" not in words[1:] and not _NO_RUN_COMMENT.search(before)
         line = text.count("\n", 0, match.start("body")) + 1
-        blocks.append(Block(page, line, match.group("body"), run))
+        indent = len(match.group("indent"))
+        code = "".join(row[indent:] for row in match.group("body").splitlines(keepends=True))
+        blocks.append(Block(page, line, code, run))
     return blocks
 
 
@@ -186,6 +192,12 @@ def test_blocks_share_a_namespace_and_no_run_is_skipped(scratch_page):
     )
     assert [b.run for b in python_blocks(page)] == [True, False, False, True]
     assert _run(page)["b"] == 6
+
+
+def test_blocks_inside_list_items_are_found(scratch_page):
+    page = scratch_page("- an item:\n\n    ```python\n    c = 5\n    c  # -> 5\n    ```\n")
+    assert [b.code for b in python_blocks(page)] == ["c = 5\nc  # -> 5\n"]
+    assert _run(page)["c"] == 5
 
 
 def test_a_mark_on_a_statement_or_without_a_literal_is_refused(scratch_page):
