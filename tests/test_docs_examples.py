@@ -2,8 +2,8 @@
 
 The rules (CONTRIBUTING.md, "Examples in the docs"):
 
-- Every ```python block (also ```py) of a page runs, in the page's order, in one namespace per page, so a
-  later block may use the names of an earlier one.
+- Every ```python block (also ```py) of a page runs, in the page's order, in one namespace
+  per page, so a later block may use the names of an earlier one.
 - A block fenced as ```python no-run, or preceded by the line `<!-- no-run -->`, is skipped:
   only for code that cannot run here (it needs ComfyUI, a real network, a file of yours).
 - A line that ends in `# -> <Python literal>` states its value: the expression on that line
