@@ -72,8 +72,9 @@ NODE_CLASS_MAPPINGS = {
     **_node.NODE_CLASS_MAPPINGS,
     _inversion_node.INVERSION_NODE_ID: _inversion_node.InvertedBatchUnsamplerJax,
 }
+"""Every V1 node of the package, by id: what ComfyUI reads from a node pack."""
 NODE_DISPLAY_NAME_MAPPINGS = {
     **_node.NODE_DISPLAY_NAME_MAPPINGS,
     _inversion_node.INVERSION_NODE_ID: _inversion_node.INVERSION_DISPLAY_NAME,
 }
-"""Every V1 node of the package, by id, for ComfyUI (and the display names)."""
+"""The display names of the V1 nodes, by id."""

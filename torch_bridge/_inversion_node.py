@@ -27,6 +27,7 @@ from ._node import BatchUnsamplerJax, node_sigmas
 from ._node_inputs import check_latent_image, check_window
 
 INVERSION_NODE_ID = "JaxUnsampler_InvertedBatchUnsampler"
+"""The Inverted Batch Unsampler's node id (a key of `NODE_CLASS_MAPPINGS`)."""
 INVERSION_DISPLAY_NAME = "Inverted Batch Unsampler (jax-unsampler)"
 
 _CFG_TOOLTIP = (
