@@ -62,14 +62,14 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from ._blending import blend as blend
+    from ._blending import blending_schedule as blending_schedule
     from ._denoisers import ModelDenoiser as ModelDenoiser
     from ._denoisers import denoiser_from_model as denoiser_from_model
     from ._inversion import inverted_latents as inverted_latents
     from ._keys import key_from_seed as key_from_seed
     from ._ksampler import ksampler_sigmas as ksampler_sigmas
     from ._latent_format import LatentFormat as LatentFormat
-    from ._blending import blend as blend
-    from ._blending import blending_schedule as blending_schedule
     from ._mixing import iterative_mixing_sample as iterative_mixing_sample
     from ._model_sampling import ModelSampling as ModelSampling
     from ._model_sampling import model_sampling as model_sampling

@@ -85,9 +85,9 @@ def _split(value: Any, arrays: list[jax.Array], depth: int, seen: frozenset[int]
     """The static stand-in of `value` (a pytree of static leaves and `_Lifted`), appending its
     arrays to `arrays` in order."""
     leaves, treedef = jax.tree_util.tree_flatten(value)
-    if treedef.num_leaves == 1 and treedef.num_nodes == 1 and not _is_array(value) and leaves[0] is value:
+    if len(leaves) == 1 and leaves[0] is value and not _is_array(value):  # not a pytree
         return ("leaf", _lift(value, arrays, depth, seen))
-    parts = []
+    parts: list[Any] = []
     for leaf in leaves:
         if _is_array(leaf):
             arrays.append(jnp.asarray(leaf))
@@ -205,13 +205,20 @@ class DenoiserStatic(NamedTuple):
 
 def split_denoiser(denoiser: Denoiser) -> tuple[list[jax.Array], DenoiserStatic]:
     """`(arrays, static part)`: every array the denoiser holds (see the module's rule)."""
+    from ._denoisers import ModelDenoiser
+
     arrays: list[jax.Array] = []
-    static = _split(denoiser, arrays, _DEPTH, frozenset())
-    return arrays, DenoiserStatic(static)
+    if isinstance(denoiser, ModelDenoiser):  # its static apply_fn may hold arrays too
+        apply_fn = _split(denoiser.apply_fn, arrays, _DEPTH, frozenset())
+        rest = _split(denoiser.replace(apply_fn=None), arrays, _DEPTH, frozenset())
+        return arrays, DenoiserStatic(("model", apply_fn, rest))
+    return arrays, DenoiserStatic(_split(denoiser, arrays, _DEPTH, frozenset()))
 
 
 def join_denoiser(arrays: list[jax.Array], static: DenoiserStatic) -> Denoiser:
     """The denoiser `split_denoiser` took apart, around `arrays` (traced inside the kernel)."""
     it = iter(arrays)
-    out = _join(static.parts, it)
-    return out
+    if static.parts[0] == "model":
+        apply_fn = _join(static.parts[1], it)
+        return _join(static.parts[2], it).replace(apply_fn=apply_fn)
+    return _join(static.parts, it)

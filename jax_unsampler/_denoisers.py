@@ -69,14 +69,19 @@ class ModelDenoiser(struct.PyTreeNode):
 
     **Attributes:**
 
-    - `apply_fn`: the network, `apply_fn(model_input, timestep, *args, **kwargs)` (static).
+    - `apply_fn`: the network (static: part of the compiled program),
+      `apply_fn(params, model_input, timestep, *args, **kwargs)` when `params` is given, else
+      `apply_fn(model_input, timestep, *args, **kwargs)`.
     - `model_sampling`: the model's `ModelSampling`.
+    - `params`: the network's parameters (a pytree of arrays, traced: new values reuse the
+      compiled program), or None.
     - `noise_scaling`: ComfyUI's noise scaling of the model type (`"eps"` or `"const"`), which
       `sample(..., sampler="lcm")` uses to re-noise.
     """
 
     apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
     model_sampling: ModelSampling
+    params: Any = None
 
     @property
     def noise_scaling(self) -> str:
@@ -89,7 +94,8 @@ class ModelDenoiser(struct.PyTreeNode):
         sigma = jnp.broadcast_to(sigma, (x.shape[0],))
         model_input = calculate_input(prediction, sigma, x, ms.sigma_data)
         timestep = ms.timestep(sigma).astype(jnp.float32)
-        output = jnp.asarray(self.apply_fn(model_input, timestep, *args, **kwargs), jnp.float32)
+        lead = () if self.params is None else (self.params,)
+        output = jnp.asarray(self.apply_fn(*lead, model_input, timestep, *args, **kwargs), jnp.float32)
         if output.shape != x.shape:
             raise ValueError(
                 f"denoiser_from_model: apply_fn returned shape {output.shape}, "
@@ -98,7 +104,9 @@ class ModelDenoiser(struct.PyTreeNode):
         return calculate_denoised(prediction, sigma, output, x, ms.sigma_data)
 
 
-def denoiser_from_model(apply_fn: Callable[..., Any], model_sampling: ModelSampling) -> ModelDenoiser:
+def denoiser_from_model(
+    apply_fn: Callable[..., Any], model_sampling: ModelSampling, *, params: Any = None
+) -> ModelDenoiser:
     """A k-diffusion denoiser from a network that predicts what a ComfyUI model type predicts.
 
     `denoiser(x, sigma, *args, **kwargs)` computes, as ComfyUI's `BaseModel.apply_model`:
@@ -118,9 +126,14 @@ def denoiser_from_model(apply_fn: Callable[..., Any], model_sampling: ModelSampl
 
     **Arguments:**
 
-    - `apply_fn`: `apply_fn(model_input, timestep, *args, **kwargs)`, returning an array of
-      the latent's shape (e.g. `functools.partial(unet.apply, params)`).
+    - `apply_fn`: the network, returning an array of the latent's shape:
+      `apply_fn(params, model_input, timestep, *args, **kwargs)` with `params`, else
+      `apply_fn(model_input, timestep, *args, **kwargs)`. E.g. a Flax module's `unet.apply`.
     - `model_sampling`: the model's `ModelSampling` (e.g. `model_sampling("V_PREDICTION")`).
+    - `params`: the network's parameters, a pytree of arrays. They are traced: the fast way,
+      `denoiser_from_model(unet.apply, ms, params=params)`, compiles once and reuses the
+      program for new parameters. (Arrays bound into `apply_fn`, say with
+      `functools.partial(unet.apply, params)`, are found and traced too, never stale.)
 
     **Returns:** a `ModelDenoiser` (a pytree; `sigma` is a scalar or of shape `(B,)`).
     """
@@ -131,4 +144,4 @@ def denoiser_from_model(apply_fn: Callable[..., Any], model_sampling: ModelSampl
             "denoiser_from_model: model_sampling must be a jax_unsampler.ModelSampling "
             f"(from model_sampling(...) or preset(...).model_sampling), got {type(model_sampling).__name__}"
         )
-    return ModelDenoiser(apply_fn=apply_fn, model_sampling=model_sampling)
+    return ModelDenoiser(apply_fn=apply_fn, model_sampling=model_sampling, params=params)

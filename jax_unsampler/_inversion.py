@@ -100,11 +100,11 @@ def inverted_latents(
     fn = "inverted_latents"
     sampler = check_choice(fn, "sampler", sampler, INVERSION_SAMPLERS)
     check_denoiser(fn, denoiser)
-    latent = check_latent(fn, latent)
-    sigmas = check_sigmas(fn, sigmas, order="ascending")
+    x: jax.Array = check_latent(fn, latent)
+    s: jax.Array = check_sigmas(fn, sigmas, order="ascending")
     check_latent_format(fn, latent_format)
-    if sigmas.shape[0] == 0 or latent.size == 0:
-        return jnp.zeros((sigmas.shape[0] * latent.shape[0], *latent.shape[1:]), latent.dtype)
+    if s.shape[0] == 0 or x.size == 0:
+        return jnp.zeros((s.shape[0] * x.shape[0], *x.shape[1:]), x.dtype)
     arrays, denoiser_static = split_denoiser(denoiser)
     run = Run(fn, sampler, save_all=True, skip_equal=True, latent_format=latent_format)
-    return _inverted(arrays, latent, sigmas, statics=_Statics(denoiser_static, run, latent.dtype))
+    return _inverted(arrays, x, s, statics=_Statics(denoiser_static, run, x.dtype))

@@ -28,8 +28,13 @@ def canonical_key(fn: str, key) -> jax.Array:
                 "use jax.vmap to map over keys"
             )
         return key
-    if dtype == jnp.uint32 and key.ndim == 1:
+    if dtype == jnp.uint32 and key.shape == (2,):
         return jax.random.wrap_key_data(key)
+    if dtype == jnp.uint32 and key.ndim == 1:
+        raise ValueError(
+            f"{fn}: key must be a PRNG key: a raw uint32 array is read as a threefry key of shape (2,), "
+            f"got shape {key.shape}; wrap other key data with jax.random.wrap_key_data(data, impl='rbg')"
+        )
     if dtype == jnp.uint32 and key.ndim > 1:
         raise ValueError(
             f"{fn}: expected a single legacy key of shape (2,), got shape {key.shape}; "

@@ -263,6 +263,7 @@ def iterative_mixing_sample(
     if noised_arr is None:
         from ._noise import noised_latents
 
+        assert key is not None
         noised_arr = noised_latents(key, m.latent, m.sigmas, batch_index=ids)
     arrays, denoiser_static = split_denoiser(denoiser)
     statics = MixingStatics(denoiser_static, m.run, bool(normalize_on_mean))

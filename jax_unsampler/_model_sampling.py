@@ -44,7 +44,15 @@ _NOISE_SCALING = {t: ("const" if t in ("FLOW", "FLUX") else "eps") for t in MODE
 
 
 def noise_scaling_of(model_type: str) -> str:
-    """How ComfyUI mixes noise into a latent for a model type: `"eps"` or `"const"`."""
+    """How ComfyUI mixes noise into a latent for a model type: `"eps"` or `"const"`.
+
+    **Arguments:**
+
+    - `model_type`: one of `MODEL_TYPES` (ComfyUI's names, e.g. `"EPS"`, `"FLOW"`).
+
+    **Returns:** `"eps"` (`x + sigma * eps`: EPS, V, EDM, Stable Cascade, Cosmos) or `"const"`
+    (`sigma * eps + (1 - sigma) * x`: FLOW, FLUX), one of `NOISE_SCALINGS`.
+    """
     return _NOISE_SCALING[check_choice("noise_scaling_of", "model_type", model_type, MODEL_TYPES)]
 
 

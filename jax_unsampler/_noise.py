@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from . import _validation
 from ._keys import canonical_key
 from ._latent_format import LatentFormat
 from ._names import COUPLINGS, ITEM_ID_MAX, NOISE_SCALINGS
@@ -33,7 +34,7 @@ class _Statics(NamedTuple):
 
 
 def _is_concrete(x: object) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+    return _validation.is_concrete(x)
 
 
 def _holds(predicate: Callable[[jax.Array], jax.Array], x: jax.Array) -> bool:
@@ -47,36 +48,13 @@ def _holds(predicate: Callable[[jax.Array], jax.Array], x: jax.Array) -> bool:
 
 
 def check_latent(fn: str, latent: ArrayLike) -> jax.Array:
-    """Shape and dtype checks always; the finiteness check only where the latent is concrete."""
-    if latent is None:
-        raise ValueError(
-            f"{fn}: latent is required: pass a (B, C, ...) array, e.g. jnp.zeros((1, 4, 64, 64))"
-        )
-    latent = latent if isinstance(latent, jax.Array) else jnp.asarray(latent)
-    if latent.ndim < 2:
-        raise ValueError(
-            f"{fn}: latent must have a batch axis and at least one more (rank >= 2), "
-            f"got shape {tuple(latent.shape)}"
-        )
-    if not jnp.issubdtype(latent.dtype, jnp.floating):
-        raise ValueError(
-            f"{fn}: latent must be floating point (float32, float16 or bfloat16), got {latent.dtype}"
-        )
-    if _is_concrete(latent) and not _holds(lambda v: jnp.all(jnp.isfinite(v)), latent):
-        raise ValueError(f"{fn}: latent contains NaN or infinite values")
-    return latent
+    """The package's one latent rule (`_validation.check_latent`)."""
+    return _validation.check_latent(fn, latent)
 
 
 def check_sigmas(fn: str, sigmas: ArrayLike) -> jax.Array:
-    if not isinstance(sigmas, jax.Array):
-        sigmas = jnp.asarray(sigmas, None if hasattr(sigmas, "dtype") else jnp.float32)
-    if sigmas.ndim != 1:
-        raise ValueError(f"{fn}: sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
-    if not jnp.issubdtype(sigmas.dtype, jnp.floating):
-        raise ValueError(f"{fn}: sigmas must be floating point, got {sigmas.dtype}")
-    if _is_concrete(sigmas) and not _holds(lambda v: jnp.all(jnp.isfinite(v)), sigmas):
-        raise ValueError(f"{fn}: sigmas contain NaN or infinite values")
-    return sigmas
+    """The package's one sigma rule, in either order (`_validation.check_sigmas`)."""
+    return _validation.check_sigmas(fn, sigmas)
 
 
 def step_noise(

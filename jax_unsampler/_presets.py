@@ -72,12 +72,24 @@ def _registry() -> dict[str, Preset]:
 
 
 def presets() -> tuple[str, ...]:
-    """The names of every preset, in a stable order."""
+    """The names of every preset, in a stable order.
+
+    **Returns:** a tuple of names, each accepted by `preset`.
+    """
     return tuple(_registry())
 
 
 def preset(name: str) -> Preset:
-    """The named model family, e.g. `preset("sdxl")`; `presets()` lists the names."""
+    """The named model family, e.g. `preset("sdxl")`; `presets()` lists the names.
+
+    **Arguments:**
+
+    - `name`: a preset name (a `Preset` is returned as it is).
+
+    **Returns:** the `Preset`: its `model_sampling`, `latent_scale_factor`, `latent_format`,
+    `latent_channels` and `latent_dimensions`. An unknown name raises a `ValueError` listing
+    the valid ones.
+    """
     if isinstance(name, Preset):
         return name
     return _registry()[check_choice("preset", "preset", name, presets())]

@@ -71,7 +71,7 @@ class _JaxOps:
         return history, jax.lax.dynamic_index_in_dim(history, 1 - slot, keepdims=False)
 
 
-JAX_OPS = _JaxOps()
+JAX_OPS: Any = _JaxOps()  # an `_steps.Ops` (jnp's functions are typed more narrowly)
 
 
 def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -155,7 +155,7 @@ def integrate(
     *,
     noised: jax.Array | None = None,
     c1: jax.Array | None = None,
-    noise: Noise = Noise(),
+    noise: Noise | None = None,
     starts: jax.Array | None = None,
     out_dtype: Any = jnp.float32,
 ) -> jax.Array:
@@ -164,9 +164,11 @@ def integrate(
     Mixing (`run.blend`): `noised` is the `(len(sigmas) * B, ...)` batch along `sigmas`
     (step-major) in the latent's space, `c1` the `(steps,)` weights; a pass starts from its own
     first entry (`x0` is then unused by pass 0); `starts` holds the `run.passes` passes' first
-    steps (traced: other rewind settings with as many passes reuse the program). Returns the last state, or with `save_all` the
-    `(len(sigmas) * B, ...)` trajectory whose entry 0 is `x0`, in `out_dtype`.
+    steps (traced: other rewind settings with as many passes reuse the program). Returns the
+    last state, or with `save_all` the `(len(sigmas) * B, ...)` trajectory whose entry 0 is
+    `x0`, in `out_dtype`.
     """
+    noise = Noise() if noise is None else noise
     spec = SAMPLER_STEPS[run.sampler]
     fmt = run.latent_format
     batch = x0.shape[0]
@@ -199,7 +201,7 @@ def integrate(
 
     def one_step(p, x, state, base, out, s: Sigmas, c, w):
         z, z_norm = entry(p, s.i, base) if mixing else (None, None)
-        if mixing and run.passes > 1:
+        if z is not None and run.passes > 1:
             x = jnp.where(s.first, z, x)  # a pass starts at its own first entry
         blend = (lambda v: v) if blend_fn is None else (lambda v: blend_fn(JAX_OPS, z, v, w, z_norm))
         ctx = Context(JAX_OPS, den, blend, lambda: noise.draw(1, p, s.i, x), run.noise_scaling)

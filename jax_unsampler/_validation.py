@@ -195,7 +195,8 @@ def check_sigmas(fn: str, value: object, *, order: str | None = None, min_len: i
         raise ValueError(f"{fn}: sigmas must be floating point, got {value.dtype}")  # type: ignore[attr-defined]
     if shape[0] < min_len:
         raise ValueError(
-            f"{fn}: sigmas must be 1-D with at least {min_len} entries ({min_len - 1} step(s)), got {shape[0]}"
+            f"{fn}: sigmas must be 1-D with at least {min_len} entries ({min_len - 1} step(s)), "
+            f"got {shape[0]}"
         )
     if is_concrete(value):
         v = host_values(value).astype(np.float32)
@@ -220,7 +221,8 @@ def check_sigmas(fn: str, value: object, *, order: str | None = None, min_len: i
 def check_denoiser(fn: str, denoiser: object) -> None:
     if not callable(denoiser):
         raise ValueError(
-            f"{fn}: denoiser must be callable as denoiser(x, sigma) -> denoised x, got {type(denoiser).__name__}"
+            f"{fn}: denoiser must be callable as denoiser(x, sigma) -> denoised x, "
+            f"got {type(denoiser).__name__}"
         )
 
 

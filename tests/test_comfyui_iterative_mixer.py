@@ -76,7 +76,7 @@ def test_random_settings_match_original(original, n):
     if options["blending_function"] == "slerp" and bool(expected.isnan().any()) != bool(got.isnan().any()):
         # slerp divides by sin(acos(cosine)): where two nearly parallel latents' cosine rounds to
         # exactly 1 it is 0/0, and whether it rounds there depends on the summation order.
-        pytest.xfail("slerp of nearly parallel latents: NaN in one summation order only (README)")
+        pytest.xfail("slerp of nearly parallel latents: NaN in one summation order only (docs/mixing.md)")
     scale = float(expected.abs().max())
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0, atol=1e-4 * scale)
 

@@ -108,7 +108,7 @@ def test_denoiser_sees_k_diffusion_arguments():
     np.testing.assert_array_equal(np.stack(seen), [[0.5] * 3, [1.0] * 3, [1.0] * 3, [2.0] * 3])
 
 
-@pytest.mark.parametrize("solver, order", [("euler", 1), ("heun", 2)])
+@pytest.mark.parametrize("solver, order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2)])
 def test_gaussian_converges_at_the_solvers_order(solver, order):
     """Error at the top sigma against the closed form, for 4 step counts: it must fall as
     steps^-order (the fitted slope within 0.25 of the order) and keep falling at each doubling."""

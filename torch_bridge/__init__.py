@@ -95,10 +95,11 @@ NODE_CLASS_MAPPINGS = {
     _stats_node.STATS_NODE_ID: _stats_node.LatentBatchStatisticsJax,
     **_mixing_node.NODE_CLASS_MAPPINGS,
 }
+"""Every V1 node of the package, by id: what ComfyUI reads from a node pack."""
 NODE_DISPLAY_NAME_MAPPINGS = {
     **_node.NODE_DISPLAY_NAME_MAPPINGS,
     _inversion_node.INVERSION_NODE_ID: _inversion_node.INVERSION_DISPLAY_NAME,
     _stats_node.STATS_NODE_ID: _stats_node.STATS_DISPLAY_NAME,
     **_mixing_node.NODE_DISPLAY_NAME_MAPPINGS,
 }
-"""Every V1 node of the package, by id, for ComfyUI (and the display names)."""
+"""The display names of the V1 nodes, by id."""

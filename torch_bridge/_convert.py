@@ -113,7 +113,14 @@ def latent_samples(latent: Mapping[str, Any], *, fn: str = "latent_samples") -> 
 
 
 def latent_to_jax(latent: Mapping[str, Any]):
-    """The `samples` of a LATENT dict as a JAX array (`to_jax`, so shared where possible)."""
+    """The `samples` of a LATENT dict as a JAX array (`to_jax`, so shared where possible).
+
+    **Arguments:**
+
+    - `latent`: a ComfyUI LATENT dict whose `samples` is a `(B, C, ...)` torch tensor.
+
+    **Returns:** a JAX array of the same shape and dtype.
+    """
     return to_jax(latent_samples(latent, fn="latent_to_jax"))
 
 

@@ -28,7 +28,8 @@ def check_latent_tensor(fn: str, latent: object, what: str = "latent") -> torch.
         raise ValueError(f"{fn}: {what} must be a torch.Tensor, got {type(latent).__name__}")
     if latent.ndim < 2:
         raise ValueError(
-            f"{fn}: {what} must have a batch axis and at least 1 more (rank >= 2), got shape {tuple(latent.shape)}"
+            f"{fn}: {what} must have a batch axis and at least 1 more (rank >= 2), "
+            f"got shape {tuple(latent.shape)}"
         )
     if latent.dtype not in _FLOATS:
         raise ValueError(

@@ -26,6 +26,7 @@ from ._node import BatchUnsamplerJax, _comfy_names, node_sigmas
 from ._node_inputs import CFG_MAX, check_cfg, check_finite, check_latent_image, check_window, node_message
 
 INVERSION_NODE_ID = "JaxUnsampler_InvertedBatchUnsampler"
+"""The Inverted Batch Unsampler's node id (a key of `NODE_CLASS_MAPPINGS`)."""
 INVERSION_DISPLAY_NAME = "Inverted Batch Unsampler (jax-unsampler)"
 
 _CFG_TOOLTIP = (
@@ -205,8 +206,8 @@ class InvertedBatchUnsamplerJax:
                     list(INVERSION_SOLVERS),
                     {
                         "default": "euler",
-                        "tooltip": "ODE solver: euler (one model call a step), heun (two) "
-                        "or dpmpp_2m (one, second order).",
+                        "tooltip": "ODE solver: euler (one model call a step), heun (two) or "
+                        "dpmpp_2m (one, second order).",
                     },
                 ),
             },

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from jax_unsampler._steps import match_normalize
+
 from ._convert import to_jax, to_torch
 from ._inversion import check_latent_tensor
 from ._noise import check_seed
-from jax_unsampler._steps import match_normalize
-
 from ._sampling import TORCH_OPS, TorchDenoiser, run_steps
 
 _SETTINGS_DOC = """
@@ -45,7 +45,8 @@ def _schedule(m: Any, settings: dict) -> Any:
 
     return ju.blending_schedule(
         settings["blending_schedule"], m.sigmas.shape[0] - 1, alpha_1=settings["alpha_1"],
-        start_blending_at_pct=settings["start_blending_at_pct"], stop_blending_at_pct=settings["stop_blending_at_pct"],
+        start_blending_at_pct=settings["start_blending_at_pct"],
+        stop_blending_at_pct=settings["stop_blending_at_pct"],
         clamp_blending_at_pct=settings["clamp_blending_at_pct"], blend_min=settings["blend_min"],
         blend_max=settings["blend_max"],
     )  # fmt: skip
@@ -110,7 +111,8 @@ def iterative_mixing_sample_torch(
     )  # fmt: skip
     seed, m = _check(fn, denoiser, seed, latent, sigmas, None, settings)
     values = dict(
-        alpha_1=alpha_1, start_blending_at_pct=start_blending_at_pct, stop_blending_at_pct=stop_blending_at_pct,
+        alpha_1=alpha_1, start_blending_at_pct=start_blending_at_pct,
+        stop_blending_at_pct=stop_blending_at_pct,
         clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
     )  # fmt: skip
     c1 = _schedule(m, {**settings, **values})
@@ -201,7 +203,8 @@ def mixing_sample_torch(
     )  # fmt: skip
     seed, m = _check(fn, denoiser, seed, latent, sigmas, noised, settings)
     values = dict(
-        alpha_1=alpha_1, start_blending_at_pct=start_blending_at_pct, stop_blending_at_pct=stop_blending_at_pct,
+        alpha_1=alpha_1, start_blending_at_pct=start_blending_at_pct,
+        stop_blending_at_pct=stop_blending_at_pct,
         clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
     )  # fmt: skip
     c1 = torch.from_numpy(np.array(_schedule(m, {**settings, **values}), np.float32))
@@ -245,7 +248,8 @@ def mixing_sample_torch(
                 return z[i * batch : (i + 1) * batch]
 
         x = run_steps(
-            fn, m.run.sampler, denoiser, x, sig, start=start, entry=entry, blend=m.run.blend, c1=c1.to(device),
+            fn, m.run.sampler, denoiser, x, sig, start=start, entry=entry, blend=m.run.blend,
+            c1=c1.to(device),
             draw=lambda: draw(*x0.shape), noise_scaling=m.run.noise_scaling, on_state=report,
         )  # fmt: skip
     if normalize_on_mean:

@@ -22,7 +22,14 @@ def torch_noise(seed: int, steps: int, latent: torch.Tensor) -> torch.Tensor:
     the same numbers as `torch.manual_seed(seed)` followed by the original's
     `torch.randn_like(x.repeat(steps, ...))`, without touching torch's global generator.
 
-    **Returns:** a CPU tensor in the latent's dtype.
+    **Arguments:**
+
+    - `seed`: 0 to 2**64 - 1.
+    - `steps`: the number of sigmas the batch has.
+    - `latent`: the `(B, ...)` torch latent (its shape and dtype are used, not its values).
+
+    **Returns:** a CPU tensor of shape `(steps * B, *latent.shape[1:])`, step-major, in the
+    latent's dtype.
     """
     seed = check_seed("torch_noise", seed)
     generator = torch.Generator(device="cpu").manual_seed(seed)

@@ -70,7 +70,7 @@ class _TorchOps:
         return denoised, torch.zeros_like(denoised) if state is None else state
 
 
-TORCH_OPS = _TorchOps()
+TORCH_OPS: Any = _TorchOps()  # an `_steps.Ops`
 
 
 def call_denoiser(fn: str, denoiser: TorchDenoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
