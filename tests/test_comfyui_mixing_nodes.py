@@ -252,3 +252,39 @@ def test_sampler_in_samplercustom_equals_the_originals(
     want = comfy.sample.sample_custom(model, noise, cfg, theirs, sigmas, POS, NEG, x, seed=seed)
     got = comfy.sample.sample_custom(model, noise, cfg, ours, sigmas, POS, NEG, x, seed=seed)
     _close(got, want, f"{sampler} {schedule} {function}")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "match"),
+    [
+        (
+            {"sampler": "dpmpp_3m"},
+            r"unknown sampler 'dpmpp_3m' .*; valid choices: euler, heun, dpmpp_2m, lcm",
+        ),
+        (
+            {"rewind": True, "rewind_min": 0.8, "rewind_max": 0.5},
+            r"rewind_min \(0.8\) must be below rewind_max",
+        ),
+        ({"rewind_max": 1.5}, r"rewind_max must be a finite number from 0 to 0.999"),
+        ({"blend_min": float("inf")}, r"blend_min must be a finite number"),
+        ({"normalize_on_mean": 1}, r"normalize_on_mean must be True or False"),
+    ],
+)
+def test_sampler_bad_input_is_one_line_naming_the_node(inputs, match):
+    with pytest.raises(ValueError, match=rf"^JaxUnsampler_IterativeMixingSampler: .*{match}") as err:
+        run_node(tb.IterativeMixingSamplerJax, **inputs)
+    assert "\n" not in str(err.value)
+
+
+def test_sampler_refuses_a_masked_latent(original, model):
+    import comfy.sample
+    import comfy.samplers
+
+    (ours,) = run_node(tb.IterativeMixingSamplerJax)
+    x = _latent(seed=8)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "karras", 4).float()
+    mask = torch.ones(1, 4, 4)
+    with pytest.raises(ValueError, match=r"^JaxUnsampler_IterativeMixingSampler: a LATENT with a noise_mask"):
+        comfy.sample.sample_custom(
+            model, torch.zeros_like(x), 1.0, ours, sigmas, POS, NEG, x, noise_mask=mask
+        )
