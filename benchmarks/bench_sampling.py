@@ -41,7 +41,9 @@ steps, lo = {steps}, {lo}
 passes = len(rewind_ranges(steps, lo, 0.999)) if lo else 1
 x = jnp.ones((1, 1, 2, 2))
 s = jnp.concatenate([jnp.geomspace(10.0, 0.05, steps), jnp.zeros(1)])
-f = jax.jit(lambda x, s: ju.iterative_mixing_sample(den, x, s, rewind=bool(lo), rewind_min=lo, key=jax.random.key(0)))
+def mix(x, s):
+    return ju.iterative_mixing_sample(den, x, s, rewind=bool(lo), rewind_min=lo, key=jax.random.key(0))
+f = jax.jit(mix)
 t = time.perf_counter(); f.lower(x, s).compile(); t = time.perf_counter() - t
 print(json.dumps({{"passes": passes, "steps": steps, "compile_s": t}}))
 """
@@ -53,7 +55,9 @@ noised = ju.noised_latents(jax.random.key(1), x, s) if {mixing} else None
 jax.block_until_ready(noised)
 gc.collect(); base = rss_mb()
 if {mixing}:
-    out = ju.iterative_mixing_sample(den, x, s, noised, rewind={rewind}, rewind_min=0.3, key=jax.random.key(2))
+    out = ju.iterative_mixing_sample(
+        den, x, s, noised, rewind={rewind}, rewind_min=0.3, key=jax.random.key(2)
+    )
 else:
     out = ju.inverted_latents(den, x, s[::-1])
 jax.block_until_ready(out)
