@@ -95,9 +95,8 @@ def main() -> None:
     )
     for steps, lo in cases:
         r = run(REWIND_COMPILE.format(steps=steps, lo=lo))
-        print(
-            f"| rewind compile time | 1x1x2x2, {r['steps']} steps, {r['passes']} passes | {r['compile_s']:.2f} s |"
-        )
+        setting = f"1x1x2x2, {r['steps']} steps, {r['passes']} passes"
+        print(f"| rewind compile time | {setting} | {r['compile_s']:.2f} s |")
     steps = 50 if args.quick else 1000
     for name, mixing, rewind in (("inverted_latents", False, False), ("mixing + rewind (0.3)", True, True)):
         r = run(PEAK.format(steps=steps, mixing=mixing, rewind=rewind))
@@ -107,9 +106,8 @@ def main() -> None:
         )
     n = 4 if args.quick else 40
     r = run(CLOSURES.format(n=n))
-    print(
-        f"| memory after a sweep of closures | {n} lambdas, each over a 16 MB array | {r['rss_growth_mb']:+.0f} MB |"
-    )
+    growth = r["rss_growth_mb"]
+    print(f"| memory after a sweep of closures | {n} lambdas, each over a 16 MB array | {growth:+.0f} MB |")
 
 
 if __name__ == "__main__":
