@@ -89,7 +89,7 @@ def main() -> None:
         alone = calls_alone(denoiser, calls, per_step)
         t_alone = best_of(lambda f=alone: f(latent, sigmas), args.repeats)
         t_inv = best_of(
-            lambda s=solver: ju.inverted_latents(denoiser, latent, sigmas, solver=s), args.repeats
+            lambda s=solver: ju.inverted_latents(denoiser, latent, sigmas, sampler=s), args.repeats
         )
         print(f"| {solver} | {calls} | {t_alone:.4f} | {t_inv:.4f} | {100 * (t_inv / t_alone - 1):+.1f}% |")
 

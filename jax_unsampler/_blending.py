@@ -132,7 +132,26 @@ def blending_schedule(
 
     **Returns:** a `(steps,)` float32 array.
     """
-    fn = "blending_schedule"
+    return schedule_for(
+        "blending_schedule", name, steps, alpha_1=alpha_1, start_blending_at_pct=start_blending_at_pct,
+        stop_blending_at_pct=stop_blending_at_pct, clamp_blending_at_pct=clamp_blending_at_pct,
+        blend_min=blend_min, blend_max=blend_max,
+    )  # fmt: skip
+
+
+def schedule_for(
+    fn: str,
+    name: str,
+    steps: int,
+    *,
+    alpha_1: ArrayLike,
+    start_blending_at_pct: ArrayLike | None = None,
+    stop_blending_at_pct: ArrayLike | None = None,
+    clamp_blending_at_pct: ArrayLike | None = None,
+    blend_min: ArrayLike = 0.0,
+    blend_max: ArrayLike = 1.0,
+) -> jax.Array:
+    """`blending_schedule`, its errors naming `fn` (the mixing functions check through it)."""
     name = check_choice(fn, "name", name, BLENDING_SCHEDULES)
     steps = check_int(fn, "steps", steps, 1, 10**6)
     if name == "logistic" and steps < 2:

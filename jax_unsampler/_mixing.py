@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._blending import blending_schedule as _schedule
+from ._blending import schedule_for
 from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
 from ._latent_format import LatentFormat
 from ._names import BLENDING_FUNCTIONS, BLENDING_SCHEDULES, MIXING_SAMPLERS
@@ -73,7 +73,7 @@ def check_order(fn: str, latent: Any, sigmas: Any, noised: Any) -> None:
     at `s_lo` is reversed (noise of either order is at most a few percent off its expectation
     for any latent of 16 or more elements). A traced batch cannot be looked at: it must follow
     the convention (or pass `noised=None` with `key=`)."""
-    if not (is_concrete(noised) and is_concrete(sigmas) and is_concrete(latent)):
+    if not (is_concrete(noised) and is_concrete(sigmas) and is_concrete(latent)) or not np.size(latent):
         return
     s = host_values(sigmas).astype(np.float64)
     hi, lo = int(np.argmax(s)), int(np.argmin(s))
@@ -252,8 +252,8 @@ def iterative_mixing_sample(
         key = required_key(fn, key, why)
     else:
         key = None
-    c1 = _schedule(
-        blending_schedule, m.sigmas.shape[0] - 1, alpha_1=alpha_1,
+    c1 = schedule_for(
+        fn, blending_schedule, m.sigmas.shape[0] - 1, alpha_1=alpha_1,
         start_blending_at_pct=start_blending_at_pct, stop_blending_at_pct=stop_blending_at_pct,
         clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
     )  # fmt: skip

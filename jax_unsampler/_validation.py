@@ -140,6 +140,16 @@ def _is_floating(value: object) -> bool:
         return False
 
 
+def all_finite(values: np.ndarray, chunk: int = 1 << 20) -> bool:
+    """Whether every value is finite, read in chunks: no copy of a large batch (the flat view of
+    a CPU array shares its memory), at most `chunk` elements converted at a time."""
+    flat = values.reshape(-1)
+    return all(
+        bool(np.isfinite(flat[i : i + chunk].astype(np.float32, copy=False)).all())
+        for i in range(0, flat.size, chunk)
+    )
+
+
 def check_latent(fn: str, value: object, *, what: str = "latent", min_rank: int = 2) -> Any:
     """A floating `(B, ...)` array of rank >= `min_rank`, finite where concrete, as a `jax.Array`
     in its own dtype (callers compute in float32 and return this dtype)."""
@@ -168,7 +178,7 @@ def check_latent(fn: str, value: object, *, what: str = "latent", min_rank: int 
             f"{fn}: {what} must be floating point (float32, float16 or bfloat16), "
             f"got {getattr(value, 'dtype', type(value).__name__)}"
         )
-    if is_concrete(value) and not np.all(np.isfinite(host_values(value).astype(np.float32))):
+    if is_concrete(value) and not all_finite(host_values(value)):
         raise ValueError(f"{fn}: {what} contains NaN or infinite values")
     return value if isinstance(value, sys.modules["jax"].Array) else jnp.asarray(value)
 

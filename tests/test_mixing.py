@@ -218,12 +218,13 @@ def test_any_batch_and_rank_is_per_item(shape, sampler):
         den, latent, sigmas, noised, sampler=sampler, blending_function="norm_only", key=key
     )
     assert out.shape == shape and bool(jnp.all(jnp.isfinite(out)))
-    if sampler != "lcm":  # LCM's noise is drawn for the whole batch at once
-        per_step = noised.reshape(len(sigmas), shape[0], *shape[1:])
-        one = ju.iterative_mixing_sample(
-            den, latent[1:2], sigmas, per_step[:, 1], sampler=sampler, blending_function="norm_only"
-        )
-        np.testing.assert_allclose(out[1:2], one, rtol=1e-5, atol=1e-5)
+    # Every draw is per item (LCM's included): item 1 alone, with its index, equals item 1.
+    per_step = noised.reshape(len(sigmas), shape[0], *shape[1:])
+    one = ju.iterative_mixing_sample(
+        den, latent[1:2], sigmas, per_step[:, 1], sampler=sampler, blending_function="norm_only",
+        key=key, batch_index=[1],
+    )  # fmt: skip
+    np.testing.assert_allclose(out[1:2], one, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow  # many keyed draws: a statistical check, about 7 s

@@ -128,3 +128,28 @@ def test_presets_include_the_golden_families():
         p = ju.preset(name)
         assert p.latent_rank == p.latent_dimensions + 2
         assert p.model_sampling.sigmas.shape[0] >= 1000
+
+
+def test_torch_bridge_uses_only_the_documented_contract_of_private_modules():
+    """CONTRIBUTING.md's table "The bridge's contract" lists what torch_bridge may import from
+    the core's private modules; anything else is a reach into internals."""
+    import re
+
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    section = text.split("## The bridge's contract", 1)[1].split("\n## ", 1)[0]
+    allowed: dict[str, set[str] | None] = {}
+    for module, names in re.findall(r"^\| `(jax_unsampler\._\w+)` \| (.+?) \|$", section, re.M):
+        listed = set(re.findall(r"`(\w+)`", names))
+        allowed[module] = listed or None  # no names listed: the whole module
+    used: set[tuple[str, str]] = set()
+    for path in (ROOT / "torch_bridge").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jax_unsampler._"):
+                used |= {(node.module, alias.name) for alias in node.names}
+    assert used, "the bridge imports nothing private: the test would pass vacuously"
+    outside = {
+        (m, n) for m, n in used if m not in allowed or (allowed[m] is not None and n not in allowed[m])
+    }
+    assert not outside, (
+        f"torch_bridge imports private names outside its documented contract: {sorted(outside)}"
+    )

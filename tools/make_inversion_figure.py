@@ -46,7 +46,9 @@ def main() -> None:
     mu = model_space.mean(axis=(0, 2, 3), keepdims=True)
     s = model_space.std(axis=(0, 2, 3), keepdims=True)
     sigmas = ju.unsampler_sigmas(family.model_sampling, "euler", "karras", STEPS)  # the model's own
-    inverted = ju.inverted_latents(gaussian_denoiser(mu, s), latent, sigmas, solver="heun", latent_format=fmt)
+    inverted = ju.inverted_latents(
+        gaussian_denoiser(mu, s), latent, sigmas, sampler="heun", latent_format=fmt
+    )
     noised = ju.batch_unsample(
         jax.random.key(0), family, "euler", "karras", STEPS, latent=latent, mode="model"
     )

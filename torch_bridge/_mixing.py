@@ -40,11 +40,11 @@ def _check(
     return seed, m
 
 
-def _schedule(m: Any, settings: dict) -> Any:
-    import jax_unsampler as ju
+def _schedule(fn: str, m: Any, settings: dict) -> Any:
+    from jax_unsampler._blending import schedule_for
 
-    return ju.blending_schedule(
-        settings["blending_schedule"], m.sigmas.shape[0] - 1, alpha_1=settings["alpha_1"],
+    return schedule_for(
+        fn, settings["blending_schedule"], m.sigmas.shape[0] - 1, alpha_1=settings["alpha_1"],
         start_blending_at_pct=settings["start_blending_at_pct"],
         stop_blending_at_pct=settings["stop_blending_at_pct"],
         clamp_blending_at_pct=settings["clamp_blending_at_pct"], blend_min=settings["blend_min"],
@@ -115,7 +115,7 @@ def iterative_mixing_sample_torch(
         stop_blending_at_pct=stop_blending_at_pct,
         clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
     )  # fmt: skip
-    c1 = _schedule(m, {**settings, **values})
+    c1 = _schedule(fn, m, {**settings, **values})
     s_np = np.asarray(m.sigmas)
     steps = s_np.shape[0] - 1
     x_t = latent.detach().cpu().to(torch.float32)
@@ -207,7 +207,7 @@ def mixing_sample_torch(
         stop_blending_at_pct=stop_blending_at_pct,
         clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
     )  # fmt: skip
-    c1 = torch.from_numpy(np.array(_schedule(m, {**settings, **values}), np.float32))
+    c1 = torch.from_numpy(np.array(_schedule(fn, m, {**settings, **values}), np.float32))
     device = latent.device
     x0 = latent.detach().to(torch.float32)
     sig = torch.from_numpy(np.array(m.sigmas, np.float32)).to(device)
