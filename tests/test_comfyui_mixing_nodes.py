@@ -288,3 +288,22 @@ def test_sampler_refuses_a_masked_latent(original, model):
         comfy.sample.sample_custom(
             model, torch.zeros_like(x), 1.0, ours, sigmas, POS, NEG, x, noise_mask=mask
         )
+
+
+def test_ksampler_batch_index_names_the_unsamplers_jax_streams(model):
+    """A LATENT's batch_index picks each latent's JAX noise stream in the unsampling (as on the
+    Batch Unsampler); the original's torch noise has no streams, so it is unchanged there."""
+    x = _latent((1, 4, 4, 4), seed=9)
+    args = (model, POS, NEG, 5, 4, 1.5, "euler", "karras", 1.0, 2.4, "cosine", "addition", False)
+
+    def run(latent, source):
+        (out,) = run_node(
+            tb.IterativeMixingKSamplerJax, model, POS, NEG, latent, *args[3:], noise_source=source
+        )
+        return out
+
+    plain, indexed = run({"samples": x}, "jax"), run({"samples": x, "batch_index": [7]}, "jax")
+    assert not torch.equal(plain["samples"], indexed["samples"]) and indexed["batch_index"] == [7]
+    torch.testing.assert_close(
+        run({"samples": x}, "torch")["samples"], run({"samples": x, "batch_index": [7]}, "torch")["samples"]
+    )

@@ -315,14 +315,16 @@ def iterative_mixing_ksampler_comfy(
         stop_blending_at_pct=stop_blending_at_pct, clamp_blending_at_pct=clamp_blending_at_pct,
         blend_min=blend_min, blend_max=blend_max,
     )  # fmt: skip
-    plain = {k: v for k, v in latent_image.items() if k != "batch_index"}
     try:
         batch = batch_unsample_comfy(
-            model, sampler_name, scheduler, steps, 0, steps, plain, normalize_on_mean, seed=seed,
+            model, sampler_name, scheduler, steps, 0, steps, latent_image, normalize_on_mean, seed=seed,
             noise_source=noise_source, mode=mode,
         )  # fmt: skip
     except ValueError as e:
         raise ValueError(node_message(fn, e)) from None
+    # The batch_index named each latent's noise stream in the unsampler (jax noise); the steps'
+    # noise is drawn as the original draws it for the batch it made (no batch_index).
+    batch = {k: v for k, v in batch.items() if k != "batch_index"}
     mixed, _, _, _ = iterative_mixing_ksampler_advanced_comfy(
         model, seed, cfg, sampler_name, scheduler, positive, negative, batch, denoise=denoise,
         alpha_1=alpha_1, reverse_input_batch=True, blending_schedule=blending_schedule,
