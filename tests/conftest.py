@@ -99,7 +99,9 @@ REFERENCE = pathlib.Path(
     )
 )
 ITERATIVE_MIXER_PATH = pathlib.Path(
-    os.environ.get("ITERATIVE_MIXER_PATH", REFERENCE / "ComfyUI-Iterative-Mixer")
+    os.environ.get("ITERATIVE_MIXER_PATH")
+    or os.environ.get("ITERATIVE_MIXER_MIRROR")  # the older name, for a git directory
+    or REFERENCE / "ComfyUI-Iterative-Mixer"
 )
 """The original ComfyUI-Iterative-Mixer's source tree (or a git directory of it)."""
 needs_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
