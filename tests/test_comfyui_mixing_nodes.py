@@ -16,8 +16,11 @@ CFG guider and model wrapping run as for any checkpoint.
 from __future__ import annotations
 
 import importlib
+import io
 import shutil
+import subprocess
 import sys
+import tarfile
 import types
 
 import numpy as np
@@ -41,7 +44,14 @@ def original(comfy, tmp_path_factory):
     """The original pack's `nodes` module, imported from a copy of its reference tree (its
     package `__init__` is not run: it only re-exports the mappings)."""
     pack = tmp_path_factory.mktemp("original") / "iterative_mixer_original"
-    shutil.copytree(ITERATIVE_MIXER_PATH, pack, ignore=shutil.ignore_patterns("examples", "*.md"))
+    if (ITERATIVE_MIXER_PATH / "nodes.py").is_file():  # a source tree (the reference)
+        shutil.copytree(ITERATIVE_MIXER_PATH, pack, ignore=shutil.ignore_patterns("examples", "*.md"))
+    else:  # a git directory: its HEAD
+        pack.mkdir()
+        archive = subprocess.run(["git", "--git-dir", str(ITERATIVE_MIXER_PATH), "archive", "HEAD"],
+                                 check=True, capture_output=True, timeout=120).stdout  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(pack, filter="data")
     sys.path.insert(0, str(pack.parent))
     package = types.ModuleType(pack.name)
     package.__path__ = [str(pack)]
