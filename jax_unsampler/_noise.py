@@ -236,17 +236,17 @@ def _noised_scan(
     return z.reshape((-1, *x.shape[1:])), (sigmas[-1], acc)
 
 
-@functools.partial(jax.jit, static_argnames=("statics", "mesh", "first_step"))
+@functools.partial(jax.jit, static_argnames=("statics", "mesh"))
 def _noised_sharded(
     key: jax.Array,
     x: jax.Array,
     sigmas: jax.Array,
     item_ids: jax.Array,
     offset: jax.Array,
+    first_step: jax.Array,
     *,
     statics: _Statics,
     mesh: jax.sharding.Mesh,
-    first_step: int,
 ) -> jax.Array:
     """Steps spread over a one-axis mesh; the result is sharded along its leading axis.
 
@@ -266,9 +266,9 @@ def _noised_sharded(
     split = jax.sharding.NamedSharding(mesh, spec(axis))
     padded, gaps = (jax.lax.with_sharding_constraint(v, split) for v in (padded, gaps))
 
-    def block(sig, gap, key, x, item_ids, offset):
+    def block(sig, gap, key, x, item_ids, offset, first_step):
         d = jax.lax.axis_index(axis)
-        step_ids = jnp.uint32(first_step) + (d * per).astype(jnp.uint32) + jnp.arange(per, dtype=jnp.uint32)
+        step_ids = first_step + (d * per).astype(jnp.uint32) + jnp.arange(per, dtype=jnp.uint32)
         acc = jnp.zeros((x.shape[0], *x.shape[1:]), jnp.float32)
         if coupling == "markov":
             for _ in range(ndev - 1):
@@ -281,10 +281,10 @@ def _noised_sharded(
     z = jax.shard_map(
         block,
         mesh=mesh,
-        in_specs=(spec(axis), spec(axis), spec(), spec(), spec(), spec()),
+        in_specs=(spec(axis), spec(axis), spec(), spec(), spec(), spec(), spec()),
         out_specs=spec(axis),
         check_vma=False,
-    )(padded, gaps, key, x, item_ids, offset)
+    )(padded, gaps, key, x, item_ids, offset, first_step)
     z = z[:n].reshape((n * x.shape[0], *x.shape[1:]))
     return jax.lax.with_sharding_constraint(z, split)
 
@@ -458,10 +458,13 @@ class _Plan:
         )
         return (z if sigmas.shape[0] == n else z[: n * self.latent.shape[0]]), carry
 
-    def run_sharded(self, mesh: jax.sharding.Mesh) -> jax.Array:
+    def run_sharded(
+        self, mesh: jax.sharding.Mesh, sigmas: jax.Array, first_step: int, offset: jax.Array
+    ) -> jax.Array:
+        # The first step is traced (a uint32 argument): chunks at other offsets share one program.
         return _noised_sharded(
-            self.key, self.x, self.sigmas, self.item_ids, self.offset(),
-            statics=self.statics, mesh=_auto_mesh(mesh), first_step=self.step_offset,
+            self.key, self.x, sigmas, self.item_ids, offset, jnp.uint32(first_step),
+            statics=self.statics, mesh=_auto_mesh(mesh),
         )  # fmt: skip
 
 
@@ -520,7 +523,7 @@ def noised_latents(
         return jnp.zeros((0, *plan.item_shape), plan.latent.dtype)
     if mesh is not None:
         _check_mesh(fn, mesh)
-        return plan.run_sharded(mesh)
+        return plan.run_sharded(mesh, plan.sigmas, plan.step_offset, plan.offset())
     return plan.run(plan.sigmas, plan.step_offset, plan.offset(), plan.start())[0]
 
 
@@ -536,6 +539,7 @@ def noised_latents_chunks(
     step_offset: int = 0,
     noise_scaling: str = "eps",
     latent_format: LatentFormat | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Iterator[jax.Array]:
     """`noised_latents` in pieces of `chunk_steps` steps, for batches larger than memory.
 
@@ -549,6 +553,11 @@ def noised_latents_chunks(
     - `chunk_steps`: steps per chunk (positive).
     - `key`, `latent`, `sigmas`, `normalize`, `coupling`, `batch_index`, `step_offset`,
       `noise_scaling`, `latent_format`: as for `noised_latents`.
+    - `mesh`: a one-axis `jax.sharding.Mesh`: each chunk's steps are spread over its devices
+      (as `noised_latents(..., mesh=mesh)` does) and each chunk is a global array sharded along
+      the batch axis, with the same bits. Except with `coupling="markov"`: a Markov chain is
+      sequential, so its chunks run on one device (same bits; on the mesh each device would
+      generate the chain's noise again).
 
     **Returns:** an iterator over the chunks, in step order.
     """
@@ -558,10 +567,12 @@ def noised_latents_chunks(
     )
     if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
         raise ValueError(f"{fn}: chunk_steps must be a positive int, got {chunk_steps!r}")
-    return _chunks(plan, int(chunk_steps))
+    if mesh is not None:
+        _check_mesh(fn, mesh)
+    return _chunks(plan, int(chunk_steps), None if plan.statics.coupling == "markov" else mesh)
 
 
-def _chunks(plan: _Plan, chunk: int) -> Iterator[jax.Array]:
+def _chunks(plan: _Plan, chunk: int, mesh: jax.sharding.Mesh | None = None) -> Iterator[jax.Array]:
     n, batch = plan.sigmas.shape[0], plan.latent.shape[0]
     offset, carry = plan.offset(), plan.start()
     for start in range(0, n, chunk):
@@ -569,7 +580,10 @@ def _chunks(plan: _Plan, chunk: int) -> Iterator[jax.Array]:
         real = part.shape[0]
         if real < chunk and n > chunk:  # pad the last chunk so every chunk shares one compilation
             part = jnp.concatenate([part, jnp.broadcast_to(part[-1:], (chunk - real,))])
-        z, carry = plan.run(part, plan.step_offset + start, offset, carry)
+        if mesh is None:
+            z, carry = plan.run(part, plan.step_offset + start, offset, carry)
+        else:
+            z = plan.run_sharded(mesh, part, plan.step_offset + start, offset)
         yield z if real == chunk or n <= chunk else z[: real * batch]
 
 

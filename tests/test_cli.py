@@ -216,12 +216,13 @@ def _bad_inputs(d: Path):
         "mode": (["--mode", "nodes"], "argument --mode: invalid choice: 'nodes'"),
         "not a number": (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
         "same files": (["--preview", d / "out.latent"], "must be different files"),
+        "devices": (["--devices", "0"], "--devices: devices must be an integer in [1, 1024], got 0"),
     }  # fmt: skip
 
 
 BAD_INPUTS = [
     "missing", "corrupt", "no latent tensor", "nan", "inf", "scheduler", "sampler", "negative steps", "model",
-    "seed", "channels", "no picture", "out dir", "mode", "not a number", "same files",
+    "seed", "channels", "no picture", "out dir", "mode", "not a number", "same files", "devices",
 ]  # fmt: skip
 
 
