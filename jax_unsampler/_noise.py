@@ -22,6 +22,39 @@ from ._latent_format import LatentFormat
 from ._names import COUPLINGS, ITEM_ID_MAX, NOISE_SCALINGS
 from ._validation import check_choice, check_int
 
+KERNEL_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+"""XLA options of the noise kernels: LLVM's level 1 instead of 2 compiles the SDXL 1000-step
+kernel in about a quarter of the time (2.3 s -> 0.6 s on the project's CPU) and runs it as fast;
+every pinned hash is unchanged (tests/test_noise_pinned.py). Not for `normalize`'s mean: there
+level 1 sums in another order and changes the pinned bytes."""
+
+try:  # JAX accepts compiler options only on a jit called outside any trace
+    from jax._src.core import trace_state_clean as _outside_any_trace
+except ImportError:  # pragma: no cover  (a JAX without it: always the plain jit, same bits)
+
+    def _outside_any_trace() -> bool:
+        return False
+
+
+class _Kernel:
+    """A jitted kernel compiled with `KERNEL_COMPILER_OPTIONS` when called outside any trace, and
+    as a plain nested jit (part of the caller's program) inside one, e.g. under a user's `jit`."""
+
+    def __init__(self, fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> None:
+        self._fast = jax.jit(fn, static_argnames=static_argnames, compiler_options=KERNEL_COMPILER_OPTIONS)
+        self._plain = jax.jit(fn, static_argnames=static_argnames)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return (self._fast if _outside_any_trace() else self._plain)(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        return self._fast._cache_size()  # type: ignore[attr-defined]
+
+
+def _kernel(*static_argnames: str) -> Callable[[Callable[..., Any]], _Kernel]:
+    return lambda fn: _Kernel(fn, static_argnames)
+
 
 class _Statics(NamedTuple):
     """The settings compiled into the kernels (static arguments of their jits)."""
@@ -92,8 +125,13 @@ def step_noise(
 
 
 def markov_start(batch: int, item_shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-    """The Markov chain's state before its first step: sigma 0, no accumulated noise."""
-    return jnp.zeros((), jnp.float32), jnp.zeros((batch, *item_shape), jnp.float32)
+    """The Markov chain's state before its first step: sigma 0, no accumulated noise.
+
+    Made in NumPy and put on the device: `jnp.zeros` would compile a program per shape.
+    """
+    return jax.device_put(np.zeros((), np.float32)), jax.device_put(
+        np.zeros((batch, *item_shape), np.float32)
+    )
 
 
 def markov_gaps(sigmas: jax.Array, prev_sigma: ArrayLike) -> jax.Array:
@@ -216,7 +254,7 @@ def _independent_blocks(
     return jax.lax.scan(block, out, jnp.asarray(starts))[0]
 
 
-@functools.partial(jax.jit, static_argnames=("statics",))
+@_kernel("statics")
 def _noised_scan(
     key: jax.Array,
     x: jax.Array,
@@ -236,7 +274,7 @@ def _noised_scan(
     return z.reshape((-1, *x.shape[1:])), (sigmas[-1], acc)
 
 
-@functools.partial(jax.jit, static_argnames=("statics", "mesh"))
+@_kernel("statics", "mesh")
 def _noised_sharded(
     key: jax.Array,
     x: jax.Array,
@@ -306,7 +344,7 @@ def _entry_mean(
     return jnp.mean(_from_model(z0, latent_format))
 
 
-@functools.partial(jax.jit, static_argnames=("statics",))
+@functools.partial(jax.jit, static_argnames=("statics",))  # level 1 would sum in another order
 def _first_entry_mean(
     key: jax.Array, x: jax.Array, sigma0: jax.Array, step0: jax.Array, item0: jax.Array, *, statics: _Statics
 ) -> jax.Array:
@@ -331,7 +369,7 @@ def _range_error(fn: str, ids: np.ndarray) -> ValueError:
 def _item_ids(fn: str, batch_index: ArrayLike | None, batch: int) -> jax.Array:
     """`batch_index` as uint32 item ids, refusing what uint32 would wrap (checked where concrete)."""
     if batch_index is None:
-        return jnp.arange(batch, dtype=jnp.uint32)
+        return jax.device_put(np.arange(batch, dtype=np.uint32))  # jnp.arange compiles per length
     if not isinstance(batch_index, jax.Array):
         # Before any conversion: with 64-bit mode off, jnp.asarray would wrap int64 values itself.
         try:
@@ -439,7 +477,7 @@ class _Plan:
 
     def offset(self) -> jax.Array:
         if not self.normalize or self.sigmas.shape[0] == 0:
-            return jnp.zeros((), jnp.float32)
+            return jax.device_put(np.zeros((), np.float32))
         step0, item0 = jnp.uint32(self.step_offset), self.item_ids[0]
         return _first_entry_mean(self.key, self.x, self.sigmas[0], step0, item0, statics=self.statics)
 
@@ -452,7 +490,8 @@ class _Plan:
         n = sigmas.shape[0]
         if n == 1:  # see _local_scan: never a one-step scan; the repeated sigma adds no noise
             sigmas = jnp.concatenate([sigmas, sigmas])
-        step_ids = jnp.arange(sigmas.shape[0], dtype=jnp.uint32) + jnp.uint32(first_step)
+        # NumPy: jnp.arange and the add would compile a program per length.
+        step_ids = np.arange(sigmas.shape[0], dtype=np.uint32) + np.uint32(first_step)
         z, carry = _noised_scan(
             self.key, self.x, sigmas, step_ids, self.item_ids, offset, carry, statics=self.statics
         )
@@ -463,7 +502,7 @@ class _Plan:
     ) -> jax.Array:
         # The first step is traced (a uint32 argument): chunks at other offsets share one program.
         return _noised_sharded(
-            self.key, self.x, sigmas, self.item_ids, offset, jnp.uint32(first_step),
+            self.key, self.x, sigmas, self.item_ids, offset, np.uint32(first_step),
             statics=self.statics, mesh=_auto_mesh(mesh),
         )  # fmt: skip
 
