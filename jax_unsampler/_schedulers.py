@@ -129,7 +129,7 @@ def _inputs(table_size: int, scheduler: str, n: int, second_is_zero: bool) -> _I
     if scheduler == "karras":
         return _Inputs(n + 1, scheduler, valid, _host_ramp(n, size), None)
     if scheduler == "kl_optimal":
-        a = np.arange(size).astype(np.float32) * (np.float32(1) / np.float32(n - 1))
+        a = np.arange(size).astype(np.float32) / np.float32(n - 1)  # exact 1 at the end
         return _Inputs(n + 1, scheduler, valid, a, (np.float32(1) - a).astype(np.float32))
     if scheduler == "sgm_uniform":
         return _Inputs(n + 1, scheduler, valid, _linspace_parts(n + 1, size), None)

@@ -166,3 +166,18 @@ def test_a_new_step_count_compiles_nothing_within_its_bucket(scheduler):
         ju.calculate_sigmas(ms, scheduler, n)
         assert len(s) == n - 3
     assert len(compiles) == before
+
+
+@pytest.mark.parametrize("family", ["flux-dev", "sd3", "stable-cascade-c"])
+def test_kl_optimal_at_many_steps_agrees_with_torch_float32(family):
+    """Uniform in atan(sigma), computed live in torch float32 as ComfyUI does: the fractions
+    i / (n - 1) must reach exactly 1, or the schedule's smallest sigmas drift (by 4e-5 once)."""
+    torch = pytest.importorskip("torch")
+    ms = ju.preset(family).model_sampling
+    lo, hi = np.arctan(float(ms.sigma_min)), np.arctan(float(ms.sigma_max))
+    for n in (1000, 10000):
+        a = torch.arange(n, dtype=torch.float32) / (n - 1)
+        expected = (a * lo + (1 - a) * hi).tan().numpy()
+        got = np.asarray(ju.calculate_sigmas(ms, "kl_optimal", n))
+        assert got[-1] == 0.0
+        np.testing.assert_allclose(got[:-1], expected, rtol=1e-6)
