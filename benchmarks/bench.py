@@ -221,7 +221,8 @@ def _command_process(case: dict) -> dict:
         np.save(src, np.random.default_rng(0).standard_normal(case["shape"], dtype=np.float32))
         out_file, cache = pathlib.Path(tmp, "o.latent"), pathlib.Path(tmp, "c")
         argv = [sys.executable, "-m", "jax_unsampler", "unsample", str(src), "--out", str(out_file),
-                "--model", case["family"], "--steps", str(case["steps"]), "--cache-dir", str(cache)]  # fmt: skip
+                "--model", case["family"], "--steps", str(case["steps"])]  # fmt: skip
+        argv += ["--cache-dir", str(cache)]
         for label, extra in (("cache filled", []), ("cached", []), ("no cache", ["--no-cache"])):
             t0 = time.perf_counter()
             subprocess.run(argv + extra, check=True, capture_output=True)
