@@ -61,7 +61,11 @@ def test_two_processes_give_the_pinned_bits():
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", SCRIPT, str(port), str(i)],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for i in range(2)
     ]
