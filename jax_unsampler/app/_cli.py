@@ -29,7 +29,7 @@ import numpy as np
 from .._compilation_cache import command_cache_dir, default_cache_dir, enable_compilation_cache
 from .._keys import key_from_seed
 from .._names import COUPLINGS, MAX_STEPS, MODES, SAMPLERS, SCHEDULERS, SEED_MAX
-from .._node import unsampler_sigmas
+from .._node_sigmas import unsampler_sigmas
 from .._noise import noised_latents_chunks
 from .._presets import Preset, preset, presets
 from .._unsample import mode_noise_options
