@@ -140,7 +140,7 @@ def _child(method: str, case: dict, repeats: int, cache_dir: str | None = None) 
             # chunk brought to the host (the file write is left out).
             from jax_unsampler.app._cli import _mesh, chunk_steps_for
 
-            mesh, chunk = _mesh(len(jax.devices())), chunk_steps_for(shape)
+            mesh, chunk = _mesh(len(jax.devices())), chunk_steps_for(shape, len(s))
             keys = iter(jax.random.split(jax.random.key(0), repeats + 1))
 
             def run():

@@ -347,9 +347,14 @@ def _fit(latent: np.ndarray, family: Preset, source: str) -> np.ndarray:
     return latent
 
 
-def chunk_steps_for(latent_shape: tuple[int, ...]) -> int:
-    """Steps per chunk so that one chunk of the batch holds at most `CHUNK_BYTES`."""
-    return max(1, CHUNK_BYTES // (math.prod(latent_shape) * 4))
+def chunk_steps_for(latent_shape: tuple[int, ...], steps: int | None = None) -> int:
+    """Steps per chunk so that one chunk of the batch holds at most `CHUNK_BYTES`; given the run's
+    `steps`, the same number of chunks split as evenly as possible (1000 steps: 4 x 250, not
+    3 x 256 + 232), so that the last chunk rarely needs cutting (costly for a sharded chunk)."""
+    most = max(1, CHUNK_BYTES // (math.prod(latent_shape) * 4))
+    if steps is None or steps <= most:
+        return most
+    return -(-steps // -(-steps // most))
 
 
 def run_unsample(args: argparse.Namespace) -> int:
@@ -417,7 +422,7 @@ def _stream(
     write error without a file name (ENOSPC, EFBIG) is reported with the output's name.
     """
     options = mode_noise_options(family.model_sampling, family.latent_format, args.mode)
-    chunk = args.chunk_steps or chunk_steps_for(latent.shape)
+    chunk = args.chunk_steps or chunk_steps_for(latent.shape, len(sigmas))
     collectors = _collectors(args, latent, sigmas, options)
     progress = Progress(len(sigmas), enabled=len(sigmas) > chunk)
     with contextlib.ExitStack() as outputs:
