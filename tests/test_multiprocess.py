@@ -3,8 +3,8 @@
 Each process joins `jax.distributed.initialize` (CPU, gloo collectives, a loopback coordinator
 on a free port) with two XLA CPU devices of its own, builds a one-axis mesh over all four
 devices (`jax.devices()`), runs `noised_latents(..., mesh=mesh)` and gathers the whole batch
-with `multihost_utils.process_allgather`. Both must print the pinned hashes of
-test_noise_pinned.py's mesh case: the same bits as one process on one device.
+with `multihost_utils.process_allgather`, whole and streamed in chunks. Both must print the
+pinned hashes of test_noise_pinned.py's mesh case: the same bits as one process on one device.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent(
                                initialization_timeout=60)
     import numpy as np
     from jax.experimental import multihost_utils
+    gather = multihost_utils.process_allgather
     import jax_unsampler as ju
     from test_noise_pinned import _digest, _latent, _sigmas
     assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
@@ -42,6 +43,13 @@ SCRIPT = textwrap.dedent(
                               coupling=coupling, normalize=True, mesh=mesh)
         assert len(z.sharding.device_set) == 4
         out[coupling] = _digest([multihost_utils.process_allgather(z, tiled=True)])
+        # Streamed: chunks of 2 steps (the last one cut from a padded chunk), concatenated.
+        parts = ju.noised_latents_chunks(jax.random.key(41), _latent((2, 4, 6, 6), "float32"), _sigmas(5),
+                                         chunk_steps=2, coupling=coupling, normalize=True, mesh=mesh)
+        # Markov chunks run on each process's own device (a chain is sequential): whole there.
+        whole = lambda p: np.asarray(p) if p.is_fully_addressable else gather(p, tiled=True)
+        gathered = [whole(p) for p in parts]
+        out[coupling + " chunks"] = _digest([np.concatenate(gathered)])
     print(json.dumps(out), flush=True)
     jax.distributed.shutdown()
     """
@@ -80,4 +88,5 @@ def test_two_processes_give_the_pinned_bits():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    assert results == [PINNED_MESH, PINNED_MESH]
+    expected = {**PINNED_MESH, **{f"{c} chunks": h for c, h in PINNED_MESH.items()}}
+    assert results == [expected, expected]
