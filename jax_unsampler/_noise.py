@@ -21,7 +21,6 @@ from ._keys import canonical_key
 from ._latent_format import LatentFormat
 from ._names import COUPLINGS, ITEM_ID_MAX, NOISE_SCALINGS
 from ._noise_kernels import _first_entry_mean, _from_noise, _noised_scan, _Statics, markov_start
-from ._noise_kernels import apply_noise as apply_noise  # re-exported: _samplers imports it from here
 from ._sharding import _auto_mesh, _check_mesh, _noised_sharded
 from ._validation import check_choice, check_int
 

@@ -18,6 +18,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from ._latent_format import LatentFormat
+from ._steps import apply_noise
 
 KERNEL_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 """XLA options of the noise kernels: LLVM's level 1 instead of 2 compiles the SDXL 1000-step
@@ -96,13 +97,6 @@ def markov_gaps(sigmas: jax.Array, prev_sigma: ArrayLike) -> jax.Array:
     # and every program (chunked, sharded) rounds the same way.
     gap = jnp.sqrt(jnp.maximum((sigmas - prev) * (sigmas + prev), 0.0))
     return jnp.where(sigmas >= prev, gap, jnp.nan)
-
-
-def apply_noise(x: jax.Array, scaled_noise: jax.Array, sigma: ArrayLike, scaling: str) -> jax.Array:
-    """ComfyUI's `noise_scaling`, given `scaled_noise = sigma * eps`."""
-    if scaling == "const":
-        return scaled_noise + (1 - sigma) * x
-    return x + scaled_noise
 
 
 def _to_model(x: jax.Array, latent_format: LatentFormat | None) -> jax.Array:
