@@ -12,6 +12,8 @@ Each measurement runs in a fresh subprocess, so its peak resident memory is its 
   torch's fastest CPU normal generator (vectorised, all cores), no latent arithmetic at all.
 - `memory fill`: `Tensor.fill_` of a preallocated tensor of the output's size: the machine's
   write limit, which no path that writes its output once can beat.
+- `command path (all cores)`: what `jax-unsampler unsample` computes: `noised_latents_chunks`
+  over a mesh of one XLA CPU device per core, each chunk brought to the host (no file write).
 
 Reported: steady throughput (best of `--repeats` calls, output elements per second), the
 first call (compilation included), and peak RSS of the process minus its RSS once the
@@ -20,6 +22,10 @@ libraries are imported and the input exists (so it counts what the call itself h
     python benchmarks/bench.py                 # all cases, writes benchmarks/results.md
     python benchmarks/bench.py --quick         # smaller shapes, for a smoke test (about a minute)
     python benchmarks/bench.py --cases SDXL --no-streaming   # one case, no 10000-step run
+
+Also, for the SDXL case: the first call over a steady one, cold and in a second process that
+finds the first one's programs in the persistent compilation cache; 50 new step counts of a
+schedule in a fresh process; and `jax-unsampler unsample` as a whole process.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ METHODS = (
     "jax.random.normal",
     "jax_unsampler (JAX noise)",
     "torch_bridge (torch noise)",
+    "command path (all cores)",
 )
 TORCH_ONLY = ("torch normal_", "memory fill")
 
@@ -61,9 +68,20 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _child(method: str, case: dict, repeats: int) -> dict:
+def _child(method: str, case: dict, repeats: int, cache_dir: str | None = None) -> dict:
     """Runs in the subprocess: time one method on one case."""
     import numpy as np
+
+    if cache_dir:  # as the command and the node do: every compiled program kept in cache_dir
+        from jax_unsampler._compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache(cache_dir)
+    if method == "command path (all cores)":
+        import jax
+
+        from jax_unsampler.app._cli import cpu_cores
+
+        jax.config.update("jax_num_cpu_devices", cpu_cores())  # what the command does first
 
     shape, steps = tuple(case["shape"]), case["steps"]
     rng = np.random.default_rng(0)
@@ -117,6 +135,19 @@ def _child(method: str, case: dict, repeats: int) -> dict:
         elif method == "jax_unsampler (JAX noise)":
             keys = iter(jax.random.split(jax.random.key(0), repeats + 1))
             run = lambda: ju.noised_latents(next(keys), x, s)  # noqa: E731
+        elif method == "command path (all cores)":
+            # The command's loop: chunks of at most 64 MB over a mesh of every core's device, each
+            # chunk brought to the host (the file write is left out).
+            from jax_unsampler.app._cli import _mesh, chunk_steps_for
+
+            mesh, chunk = _mesh(len(jax.devices())), chunk_steps_for(shape, len(s))
+            keys = iter(jax.random.split(jax.random.key(0), repeats + 1))
+
+            def run():
+                parts = ju.noised_latents_chunks(next(keys), x, s, chunk_steps=chunk, mesh=mesh)
+                return [np.asarray(p) for p in parts]
+
+            block = lambda out: out  # noqa: E731
         else:
             import torch
 
@@ -140,10 +171,63 @@ def _child(method: str, case: dict, repeats: int) -> dict:
     return dict(best=min(times), first=first, peak_mb=peak, base_mb=base, elements=elements)
 
 
-def _measure(method: str, case: dict, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(dict(method=method, case=case, repeats=repeats))]
+def _measure(method: str, case: dict, repeats: int, cache_dir: str | None = None) -> dict:
+    spec = dict(method=method, case=case, repeats=repeats, cache_dir=cache_dir)
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _step_counts(scheduler: str) -> dict:
+    """Runs in a fresh subprocess: the first schedule, then 50 new step counts of the scheduler."""
+    import jax_unsampler as ju
+
+    p = ju.preset("sdxl")
+    t0 = time.perf_counter()
+    ju.unsampler_sigmas(
+        p.model_sampling, "euler", scheduler, 20, latent_scale_factor=0.13025
+    ).block_until_ready()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for n in range(21, 71):
+        ju.unsampler_sigmas(p.model_sampling, "euler", scheduler, n, latent_scale_factor=0.13025)
+    return dict(first=first, fifty=time.perf_counter() - t0)
+
+
+def _first_calls(case: dict, repeats: int) -> dict:
+    """The JAX path's first call over a steady one: cold, and in a second process that finds the
+    first one's programs in a (fresh) persistent compilation cache."""
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("jax_unsampler (JAX noise)", "command path (all cores)"):
+            cold = _measure(method, case, repeats, cache_dir=None)
+            _measure(method, case, 1, cache_dir=os.path.join(tmp, method[:3]))  # fills the cache
+            cached = _measure(method, case, repeats, cache_dir=os.path.join(tmp, method[:3]))
+            out[method] = dict(cold=cold["first"] - cold["best"], cached=cached["first"] - cached["best"])
+    return out
+
+
+def _command_process(case: dict) -> dict:
+    """Wall time of `jax-unsampler unsample` as a process on the case (cache warm, then off)."""
+    import tempfile
+
+    import numpy as np
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = pathlib.Path(tmp, "x.npy")
+        np.save(src, np.random.default_rng(0).standard_normal(case["shape"], dtype=np.float32))
+        out_file, cache = pathlib.Path(tmp, "o.latent"), pathlib.Path(tmp, "c")
+        argv = [sys.executable, "-m", "jax_unsampler", "unsample", str(src), "--out", str(out_file),
+                "--model", case["family"], "--steps", str(case["steps"])]  # fmt: skip
+        argv += ["--cache-dir", str(cache)]
+        for label, extra in (("cache filled", []), ("cached", []), ("no cache", ["--no-cache"])):
+            t0 = time.perf_counter()
+            subprocess.run(argv + extra, check=True, capture_output=True)
+            out[label] = time.perf_counter() - t0
+    return out
 
 
 def _streaming() -> dict:
@@ -200,7 +284,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(_child(spec["method"], spec["case"], spec["repeats"])), flush=True)
+        if spec.get("steps_child"):
+            print(json.dumps(_step_counts(spec["steps_child"])), flush=True)
+            os._exit(0)
+        print(
+            json.dumps(_child(spec["method"], spec["case"], spec["repeats"], spec["cache_dir"])), flush=True
+        )
         os._exit(0)  # torch's and XLA's thread pools can abort each other's teardown at exit
     import jax
     import torch
@@ -213,6 +302,14 @@ def main(argv=None) -> int:
         for method in METHODS:
             results[name][method] = r = _measure(method, case, args.repeats)
             print(f"{name:45s} {method:28s} {r['elements'] / r['best'] / 1e6:8.0f} Melem/s", flush=True)
+    sdxl = {n: c for n, c in (QUICK if args.quick else CASES).items() if args.cases in n and "SDXL" in n}
+    firsts = {name: _first_calls(case, args.repeats) for name, case in sdxl.items()}
+    steps = {}
+    for sch in ("karras", "normal"):
+        child = [sys.executable, __file__, "--child", json.dumps(dict(steps_child=sch))]
+        done = subprocess.run(child, check=True, capture_output=True, text=True)
+        steps[sch] = json.loads(done.stdout.splitlines()[-1])
+    commands = {name: _command_process(case) for name, case in sdxl.items()}
     stream = None if args.quick or args.no_streaming else _streaming()
     header = (
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
@@ -222,6 +319,28 @@ def main(argv=None) -> int:
     if args.note:
         header += args.note + "\n\n"
     text = header + _table(results) + "\n"
+    text += (
+        f"\nThe command path: `noised_latents_chunks` over a mesh of {os.cpu_count()} XLA CPU devices "
+        "(one per core), each chunk brought to the host, as `jax-unsampler unsample` runs it (file "
+        "writes left out).\n"
+    )
+    for name, f in firsts.items():
+        for method, r in f.items():
+            text += (
+                f"\nFirst call over steady, {name}, {method}: {r['cold']:.2f} s cold (no cache), "
+                f"{r['cached']:.2f} s in a second process with the persistent compilation cache."
+            )
+    text += "\n"
+    for sch, r in steps.items():
+        text += (
+            f"\nSchedules, a fresh process: the first `unsampler_sigmas(..., '{sch}', 20)` "
+            f"{r['first']:.2f} s, then 50 new step counts (21 to 70) {r['fifty'] * 1000:.0f} ms in all."
+        )
+    text += "\n"
+    for name, r in commands.items():
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in r.items())
+        text += f"\n`jax-unsampler unsample` as a process, {name} (load, schedule, compile, write): {times}."
+    text += "\n"
     if stream:
         text += (
             f"\nStreaming: `jax-unsampler unsample` of a 1x4x128x128 SDXL latent, 10000 steps "

@@ -52,7 +52,7 @@ _EXPORTS = {
         ("ModelSampling", "model_sampling", "model_sampling_from_table", "noise_scaling_of"),
         "_model_sampling",
     ),
-    "unsampler_sigmas": "_node",
+    "unsampler_sigmas": "_node_sigmas",
     **dict.fromkeys(("noised_latents", "noised_latents_chunks", "noised_latents_from_noise"), "_noise"),
     **dict.fromkeys(("Preset", "preset", "presets"), "_presets"),
     "sample": "_samplers",
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from ._names import SAMPLERS as SAMPLERS
     from ._names import SCHEDULERS as SCHEDULERS
     from ._names import SEED_MAX as SEED_MAX
-    from ._node import unsampler_sigmas as unsampler_sigmas
+    from ._node_sigmas import unsampler_sigmas as unsampler_sigmas
     from ._noise import noised_latents as noised_latents
     from ._noise import noised_latents_chunks as noised_latents_chunks
     from ._noise import noised_latents_from_noise as noised_latents_from_noise

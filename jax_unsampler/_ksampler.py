@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from ._model_sampling import ModelSampling
-from ._names import DISCARD_PENULTIMATE_SAMPLERS, MAX_STEPS, SAMPLERS
-from ._schedulers import calculate_sigmas, check_model_sampling
+from ._names import DISCARD_PENULTIMATE_SAMPLERS, SAMPLERS, SCHEDULERS
+from ._schedulers import check_model_sampling, on_host, padded_sigmas
 from ._validation import check_choice, check_steps, renamed_argument
+
+
+def ksampler_padded(fn: str, ms: ModelSampling, sampler_name: str, scheduler: str, steps: int):
+    """Check the arguments; `(padded, take)`: the scheduler's padded sigmas (see `padded_sigmas`)
+    and the function that makes KSampler's list of them (slicing only, NumPy or jnp)."""
+    check_model_sampling(fn, ms)
+    check_choice(fn, "sampler", sampler_name, SAMPLERS)
+    check_choice(fn, "scheduler", scheduler, SCHEDULERS)
+    steps = check_steps(fn, steps)
+    discard = sampler_name in DISCARD_PENULTIMATE_SAMPLERS
+    padded, length = padded_sigmas(ms, scheduler, steps + 1 if discard else steps)
+
+    def take(v: Any) -> Any:
+        if not discard:
+            return v[:length]
+        # Computed for steps + 1; the second-to-last sigma is dropped.
+        return v[np.r_[0 : length - 2, length - 1]]
+
+    return padded, take
 
 
 @renamed_argument("sampler", "sampler_name", since="0.2.0")
@@ -25,11 +46,5 @@ def ksampler_sigmas(ms: ModelSampling, sampler_name: str, scheduler: str, steps:
 
     **Returns:** the float32 sigmas, descending, ending in 0.
     """
-    fn = "ksampler_sigmas"
-    check_model_sampling(fn, ms)
-    check_choice(fn, "sampler", sampler_name, SAMPLERS)
-    steps = check_steps(fn, steps)
-    if sampler_name in DISCARD_PENULTIMATE_SAMPLERS:
-        full = calculate_sigmas(ms, scheduler, steps + 1, _max_steps=MAX_STEPS + 1)
-        return jnp.concatenate([full[:-2], full[-1:]])
-    return calculate_sigmas(ms, scheduler, steps)
+    padded, take = ksampler_padded("ksampler_sigmas", ms, sampler_name, scheduler, steps)
+    return on_host(padded, take)

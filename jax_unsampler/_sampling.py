@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ._latent_format import LatentFormat
-from ._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas, apply_noise
+from ._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas
 
 
 class _JaxOps:
@@ -273,4 +273,4 @@ def _norms(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1, keepdims=True))
 
 
-__all__ = ["JAX_OPS", "Noise", "Run", "apply_noise", "call_denoiser", "integrate", "item_normal"]
+__all__ = ["JAX_OPS", "Noise", "Run", "call_denoiser", "integrate", "item_normal"]

@@ -10,7 +10,7 @@ from jax.typing import ArrayLike
 from ._latent_format import LatentFormat
 from ._model_sampling import ModelSampling, noise_scaling_of
 from ._names import MAX_STEPS, MODES
-from ._node import unsampler_sigmas
+from ._node_sigmas import unsampler_sigmas
 from ._noise import check_latent, noised_latents
 from ._presets import Preset, preset
 from ._validation import check_choice, check_positive_scalar

@@ -20,6 +20,12 @@ import pytest
 
 DATA = pathlib.Path(__file__).parent / "data"
 
+# The command and the ComfyUI node keep compiled programs in a persistent cache (the user's
+# cache folder, ComfyUI's user directory). Tests run them in this process and in children:
+# neither writes outside the test's own folders unless a test turns the cache on itself.
+os.environ["JAX_UNSAMPLER_CACHE_DIR"] = "off"
+os.environ["JAX_UNSAMPLER_NODE_CACHE"] = "off"
+
 # torch is an extra (torch_bridge): without it the jax_unsampler tests still run, and the
 # header says which modules were left out.
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -155,6 +155,10 @@ def test_streaming_equals_one_chunk(tmp_path, capsys, monkeypatch):
 
 def test_chunks_stay_under_64_mb_for_a_1024_px_latent():
     assert _cli.chunk_steps_for((1, 4, 128, 128)) == 256  # 256 x 256 KiB = 64 MiB
+    # Given the steps, as many chunks, as even as possible: the last needs no cut when they divide.
+    assert [_cli.chunk_steps_for((1, 4, 128, 128), n) for n in (20, 256, 257, 1000, 10000, 1001)] == [
+        256, 256, 129, 250, 250, 251,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -216,12 +220,13 @@ def _bad_inputs(d: Path):
         "mode": (["--mode", "nodes"], "argument --mode: invalid choice: 'nodes'"),
         "not a number": (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
         "same files": (["--preview", d / "out.latent"], "must be different files"),
+        "devices": (["--devices", "0"], "--devices: devices must be an integer in [1, 1024], got 0"),
     }  # fmt: skip
 
 
 BAD_INPUTS = [
     "missing", "corrupt", "no latent tensor", "nan", "inf", "scheduler", "sampler", "negative steps", "model",
-    "seed", "channels", "no picture", "out dir", "mode", "not a number", "same files",
+    "seed", "channels", "no picture", "out dir", "mode", "not a number", "same files", "devices",
 ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import scipy.stats
 from conftest import quick_subset
 
 import jax_unsampler as ju
-from jax_unsampler import _noise
+from jax_unsampler import _noise_kernels
 
 KEY = jax.random.key(20261128)
 
@@ -161,10 +161,10 @@ def test_vmap_over_keys():
 def test_new_values_do_not_recompile():
     x, s = _latent(), _sigmas()
     ju.noised_latents(KEY, x, s)
-    size = _noise._noised_scan._cache_size()
+    size = _noise_kernels._noised_scan._cache_size()
     ju.noised_latents(jax.random.key(99), x + 1, s * 2)
     ju.noised_latents(jax.random.key(5), x, _sigmas(12)[:6])
-    assert _noise._noised_scan._cache_size() == size
+    assert _noise_kernels._noised_scan._cache_size() == size
 
 
 def test_batch_index_keys_an_items_noise():
@@ -282,6 +282,6 @@ def test_from_noise_new_values_do_not_recompile():
     x, s = _latent(), _sigmas()
     rng = np.random.default_rng(0)
     ju.noised_latents_from_noise(x, s, rng.standard_normal((18, 4, 5, 6), np.float32))
-    size = _noise._from_noise._cache_size()
+    size = _noise_kernels._from_noise._cache_size()
     ju.noised_latents_from_noise(x + 1, s * 3, rng.standard_normal((18, 4, 5, 6), np.float32))
-    assert _noise._from_noise._cache_size() == size
+    assert _noise_kernels._from_noise._cache_size() == size

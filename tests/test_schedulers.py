@@ -145,3 +145,39 @@ def test_ddim_uniform_length_follows_a_near_zero_second_sigma():
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call(ju.preset("sd15").model_sampling)
+
+
+@pytest.mark.parametrize("scheduler", quick_subset(ju.SCHEDULERS, 3))
+def test_a_new_step_count_compiles_nothing_within_its_bucket(scheduler):
+    """Step counts share one program per scheduler and power-of-two length bucket: after the first
+    call, 40 more step counts (whole, discarding the penultimate, sliced and divided) compile nothing."""
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, secs, **kw: compiles.append(name) if name.endswith("backend_compile_duration") else None
+    )
+    ms = ju.preset("sdxl").model_sampling
+    ju.unsampler_sigmas(ms, "euler", scheduler, 3, latent_scale_factor=0.13025)
+    ju.ksampler_sigmas(ms, "dpm_2", scheduler, 3)
+    ju.calculate_sigmas(ms, scheduler, 3)
+    before = len(compiles)
+    for n in range(20, 60):
+        s = ju.unsampler_sigmas(ms, "euler", scheduler, n, 2, n - 1, latent_scale_factor=0.13025)
+        ju.ksampler_sigmas(ms, "dpm_2", scheduler, n)
+        ju.calculate_sigmas(ms, scheduler, n)
+        assert len(s) == n - 3
+    assert len(compiles) == before
+
+
+@pytest.mark.parametrize("family", ["flux-dev", "sd3", "stable-cascade-c"])
+def test_kl_optimal_at_many_steps_agrees_with_torch_float32(family):
+    """Uniform in atan(sigma), computed live in torch float32 as ComfyUI does: the fractions
+    i / (n - 1) must reach exactly 1, or the schedule's smallest sigmas drift (by 4e-5 once)."""
+    torch = pytest.importorskip("torch")
+    ms = ju.preset(family).model_sampling
+    lo, hi = np.arctan(float(ms.sigma_min)), np.arctan(float(ms.sigma_max))
+    for n in (1000, 10000):
+        a = torch.arange(n, dtype=torch.float32) / (n - 1)
+        expected = (a * lo + (1 - a) * hi).tan().numpy()
+        got = np.asarray(ju.calculate_sigmas(ms, "kl_optimal", n))
+        assert got[-1] == 0.0
+        np.testing.assert_allclose(got[:-1], expected, rtol=1e-6)

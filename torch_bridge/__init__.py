@@ -16,6 +16,8 @@
   Iterative Mixing KSampler (`iterative_mixing_ksampler_comfy`), its Advanced form
   (`iterative_mixing_ksampler_advanced_comfy`) and the SAMPLER Iterative Mixing Sampler
   (`iterative_mixing_sampler_comfy`).
+- `enable_node_compilation_cache`: JAX's persistent compilation cache in ComfyUI's user
+  directory, turned on by the nodes when they first run (`JAX_UNSAMPLER_NODE_CACHE=0`: off).
 - `torch_bridge.comfy_v3`: the same node for ComfyUI's V3 API (`comfy_entrypoint`); it imports
   `comfy_api`, so it is imported only inside ComfyUI, never by this package.
 
@@ -23,6 +25,7 @@ Importing this package imports torch, never JAX: JAX loads on first use.
 """
 
 from . import _inversion_node, _mixing_node, _node, _stats_node
+from ._cache import enable_node_compilation_cache as enable_node_compilation_cache
 from ._comfy_model import comfy_model_object as comfy_model_object
 from ._comfy_model import latent_format_from_comfy as latent_format_from_comfy
 from ._comfy_model import latent_scale_factor as latent_scale_factor
@@ -63,6 +66,7 @@ __all__ = [
     "InvertedBatchUnsamplerJax",
     "batch_unsample_comfy",
     "comfy_model_object",
+    "enable_node_compilation_cache",
     "install_comfyui_node",
     "inverted_batch_unsample_comfy",
     "inverted_latents_torch",

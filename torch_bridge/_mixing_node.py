@@ -40,6 +40,7 @@ from jax_unsampler._names import (
 )
 from jax_unsampler._validation import check_choice, check_int
 
+from ._cache import enable_node_compilation_cache
 from ._convert import to_jax, to_torch
 from ._node import NOISE_SOURCES, _comfy_names, batch_unsample_comfy, sampler_and_scheduler_names
 from ._node_inputs import CFG_MAX, check_cfg, check_finite, check_latent_image, node_message
@@ -230,6 +231,7 @@ def iterative_mixing_ksampler_advanced_comfy(
     if denoise == 0.0:
         raise ValueError(f"{fn}: denoise is 0, so there is no step to sample; set it above 0")
 
+    enable_node_compilation_cache()
     import jax_unsampler as ju
 
     sample, _ = _comfy()
@@ -350,6 +352,7 @@ def mixing_sampler_function(
     and the seed ComfyUI passes (SamplerCustom's noise_seed)."""
     from ._mixing import mixing_sample_torch
 
+    enable_node_compilation_cache()
     extra_args = {} if extra_args is None else extra_args
     if extra_args.get("denoise_mask") is not None:
         raise ValueError(

@@ -26,6 +26,7 @@ from jax_unsampler._names import (  # noqa: E402
 )
 from jax_unsampler._validation import check_choice, check_int  # noqa: E402
 
+from ._cache import enable_node_compilation_cache  # noqa: E402
 from ._comfy_model import (  # noqa: E402
     comfy_model_object,
     latent_format_from_comfy,
@@ -206,6 +207,7 @@ def _compute(
     normalize, seed, noise_source, mode, coupling, divisor, latent_format,
 ) -> dict[str, Any]:  # fmt: skip
     """The node's work once every input is checked (JAX is imported here)."""
+    enable_node_compilation_cache()
     import numpy as np
 
     import jax_unsampler as ju

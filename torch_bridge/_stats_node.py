@@ -19,6 +19,7 @@ import torch
 from jax_unsampler._names import MODES, SAMPLERS, SCHEDULERS
 from jax_unsampler._validation import check_choice
 
+from ._cache import enable_node_compilation_cache
 from ._node import BatchUnsamplerJax, _comfy_names, node_sigmas, read_model
 from ._node_inputs import check_latent_image, check_window, node_message
 
@@ -72,6 +73,7 @@ def latent_batch_statistics(
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
     ms, divisor, latent_format = read_model(fn, model, mode)
+    enable_node_compilation_cache()
     from jax_unsampler._unsample import mode_noise_options
     from jax_unsampler.app._plots import StatsCollector
 

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .._compilation_cache import command_cache_dir, default_cache_dir, enable_compilation_cache
 from .._keys import key_from_seed
 from .._names import COUPLINGS, MAX_STEPS, MODES, SAMPLERS, SCHEDULERS, SEED_MAX
-from .._node import unsampler_sigmas
+from .._node_sigmas import unsampler_sigmas
 from .._noise import noised_latents_chunks
 from .._presets import Preset, preset, presets
 from .._unsample import mode_noise_options
@@ -52,6 +53,9 @@ PROG = "jax-unsampler"
 
 CHUNK_BYTES = 64 * 2**20
 """The most bytes of the batch computed and held at once; larger runs stream in chunks."""
+
+MAX_DEVICES = 1024
+"""The most XLA CPU devices `--devices` asks for."""
 
 _SPATIAL_AXES = {1: "L", 2: "H, W", 3: "T, H, W"}
 
@@ -156,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="node: the original node (sigmas divided by the latent scale factor); "
         "model: the model's own sigmas and noise scaling, as ComfyUI feeds the model",
     )  # fmt: skip
+    schedule.add_argument(
+        "--cache-dir", metavar="DIR",
+        help="where compiled programs are kept between runs (default: $JAX_UNSAMPLER_CACHE_DIR, else "
+        f"{display_name(str(default_cache_dir()))}; 'off' or an empty value turns the cache off)",
+    )  # fmt: skip
+    schedule.add_argument("--no-cache", action="store_true", help="compile everything again, keep nothing")
 
     unsample = commands.add_parser(
         "unsample", parents=[schedule], formatter_class=formatter,
@@ -173,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     unsample.add_argument("--coupling", choices=COUPLINGS, default="independent", help="noise across steps")
     unsample.add_argument("--preview", metavar="PNG", help="write a colour preview of the batch")
     unsample.add_argument("--stats", metavar="PNG", help="plot per-step mean, std and normality")
+    unsample.add_argument(
+        "--devices", type=int, metavar="N",
+        help=f"XLA CPU devices to spread the steps over (1 to {MAX_DEVICES}; default: one per CPU core). "
+        "The output's bytes are the same for every N",
+    )  # fmt: skip
     unsample.add_argument("--chunk-steps", type=int, help=argparse.SUPPRESS)  # tests force streaming
     unsample.set_defaults(handler=run_unsample)
 
@@ -184,6 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
     sigmas.add_argument("--json", action="store_true", help="print a JSON list of floats instead of a table")
     sigmas.set_defaults(handler=run_sigmas)
     return parser
+
+
+def _start_jax(args: argparse.Namespace, devices: int | None = None) -> None:
+    """Set what the command owns in its process before JAX starts: the compilation cache and,
+    for `unsample`, the number of XLA CPU devices (the library itself changes neither)."""
+    folder = command_cache_dir(args.cache_dir, args.no_cache)
+    if folder is not None:
+        enable_compilation_cache(folder)
+    if devices is not None:
+        import jax
+
+        # Only possible before JAX's first computation in this process; main() called again in a
+        # process that already ran JAX keeps the devices it has (the bytes are the same).
+        with contextlib.suppress(RuntimeError):
+            jax.config.update("jax_num_cpu_devices", devices)
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return max(1, len(affinity(0)) if affinity else (os.cpu_count() or 1))
+
+
+def _mesh(devices: int) -> Any:
+    """A one-axis mesh over at most `devices` of JAX's devices, or None for one device."""
+    import jax
+
+    found = jax.devices()[:devices]
+    if len(found) < 2:
+        return None
+    return jax.sharding.Mesh(np.array(found), ("steps",))
 
 
 def _schedule(args: argparse.Namespace) -> tuple[Preset, np.ndarray]:
@@ -205,6 +251,7 @@ def _schedule(args: argparse.Namespace) -> tuple[Preset, np.ndarray]:
 
 def run_sigmas(args: argparse.Namespace) -> int:
     """`jax-unsampler sigmas`: the table (step, sigma, model sigma, timestep) or a JSON list."""
+    _start_jax(args)
     family, sigmas = _schedule(args)
     if args.json:
         print(json.dumps(sigmas.tolist()))
@@ -300,14 +347,22 @@ def _fit(latent: np.ndarray, family: Preset, source: str) -> np.ndarray:
     return latent
 
 
-def chunk_steps_for(latent_shape: tuple[int, ...]) -> int:
-    """Steps per chunk so that one chunk of the batch holds at most `CHUNK_BYTES`."""
-    return max(1, CHUNK_BYTES // (math.prod(latent_shape) * 4))
+def chunk_steps_for(latent_shape: tuple[int, ...], steps: int | None = None) -> int:
+    """Steps per chunk so that one chunk of the batch holds at most `CHUNK_BYTES`; given the run's
+    `steps`, the same number of chunks split as evenly as possible (1000 steps: 4 x 250, not
+    3 x 256 + 232), so that the last chunk rarely needs cutting (costly for a sharded chunk)."""
+    most = max(1, CHUNK_BYTES // (math.prod(latent_shape) * 4))
+    if steps is None or steps <= most:
+        return most
+    return -(-steps // -(-steps // most))
 
 
 def run_unsample(args: argparse.Namespace) -> int:
     """`jax-unsampler unsample`: check everything, then stream the batch into the output files."""
     _check_outputs(args)
+    devices = cpu_cores() if args.devices is None else check_int("--devices", "devices", args.devices, 1,
+                                                                 MAX_DEVICES)  # fmt: skip
+    _start_jax(args, devices)
     family, sigmas = _schedule(args)
     key = key_from_seed(check_int("--seed", "seed", args.seed, 0, SEED_MAX))
     if args.chunk_steps is not None:
@@ -323,7 +378,7 @@ def run_unsample(args: argparse.Namespace) -> int:
     _check_free_space(
         args.out, latent_file_size((len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
     )
-    _stream(args, family, latent, sigmas, key, metadata)
+    _stream(args, family, latent, sigmas, key, metadata, devices)
     steps, items = len(sigmas), latent.shape[0]
     shape = latent.shape[1:]
     print(
@@ -358,22 +413,25 @@ def _metadata(args, family: Preset, source: str, latent: np.ndarray, sigmas: np.
     }
 
 
-def _stream(args, family: Preset, latent: np.ndarray, sigmas: np.ndarray, key, metadata) -> None:
+def _stream(
+    args, family: Preset, latent: np.ndarray, sigmas: np.ndarray, key, metadata, devices: int
+) -> None:
     """Compute the batch chunk by chunk into the `.latent` file and the image collectors.
 
     Every output goes to a temporary file, renamed into place only once all are complete. A
     write error without a file name (ENOSPC, EFBIG) is reported with the output's name.
     """
     options = mode_noise_options(family.model_sampling, family.latent_format, args.mode)
-    chunk = args.chunk_steps or chunk_steps_for(latent.shape)
+    chunk = args.chunk_steps or chunk_steps_for(latent.shape, len(sigmas))
     collectors = _collectors(args, latent, sigmas, options)
     progress = Progress(len(sigmas), enabled=len(sigmas) > chunk)
     with contextlib.ExitStack() as outputs:
         temp = {p: outputs.enter_context(atomic_path(p)) for p in (args.out, args.preview, args.stats) if p}
         with _naming_errors(args.out, temp[args.out]):
             _write_batch(
-                args, latent, sigmas, key, metadata, temp[args.out], chunk, options, collectors, progress
-            )
+                args, latent, sigmas, key, metadata, temp[args.out], chunk, options, collectors, progress,
+                _mesh(devices),
+            )  # fmt: skip
         if args.preview:
             with _naming_errors(args.preview, temp[args.preview]):
                 collectors["preview"].image(family.latent_format).save(temp[args.preview], format="PNG")
@@ -396,14 +454,14 @@ def _naming_errors(path: str, temporary: str) -> Iterator[None]:
 
 
 def _write_batch(
-    args, latent, sigmas, key, metadata, temporary, chunk, options, collectors, progress
+    args, latent, sigmas, key, metadata, temporary, chunk, options, collectors, progress, mesh
 ) -> None:
     """The `.latent` file, chunk by chunk, each chunk also handed to the image collectors."""
     with open(temporary, "wb") as f:
         writer = LatentWriter(f, (len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
         parts = noised_latents_chunks(
             key, latent, sigmas, chunk_steps=chunk, normalize=args.normalize, coupling=args.coupling,
-            **options,
+            mesh=mesh, **options,
         )  # fmt: skip
         try:
             for i, chunk_array in enumerate(parts):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from ._ksampler import ksampler_sigmas
+from ._ksampler import ksampler_padded
 from ._model_sampling import ModelSampling
 from ._names import MAX_STEPS
+from ._schedulers import on_host
 from ._validation import check_int, check_positive_scalar, check_steps, renamed_argument
 
 
@@ -19,9 +18,9 @@ def node_slice(steps: int, start_at_step: int, end_at_step: int) -> tuple[int, i
     return min(start_at_step, end), end
 
 
-@functools.partial(jax.jit, static_argnames=("start", "end"))
-def _slice_scale_flip(full, scale, start: int, end: int):
-    return (full[start:end] / scale)[::-1]
+@jax.jit
+def _divide(padded, scale):
+    return padded / scale
 
 
 @renamed_argument("sampler", "sampler_name", since="0.2.0")
@@ -58,6 +57,8 @@ def unsampler_sigmas(
     start_at_step = check_int(fn, "start_at_step", start_at_step, 0, MAX_STEPS)
     end_at_step = check_int(fn, "end_at_step", end_at_step, 0, MAX_STEPS)
     check_positive_scalar(fn, "latent_scale_factor", latent_scale_factor)
-    full = ksampler_sigmas(ms, sampler_name, scheduler, steps)
+    padded, take = ksampler_padded("ksampler_sigmas", ms, sampler_name, scheduler, steps)
     start, end = node_slice(steps, start_at_step, end_at_step)
-    return _slice_scale_flip(full, jnp.asarray(latent_scale_factor, jnp.float32), start, end)
+    # Divided at the padded length (one program per length bucket), then cut and flipped.
+    scaled = _divide(padded, jnp.asarray(latent_scale_factor, jnp.float32))
+    return on_host(scaled, lambda v: take(v)[start:end][::-1])

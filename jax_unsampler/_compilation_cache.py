@@ -1,0 +1,130 @@
+"""JAX's persistent compilation cache, for the processes this package owns: the command and the node.
+
+`import jax_unsampler` changes no JAX setting. The `jax-unsampler` command calls
+`enable_compilation_cache` before its first computation, and the ComfyUI node calls
+`torch_bridge.enable_node_compilation_cache`, which lands here with a folder in ComfyUI's user
+directory. Both set, for the whole process: `jax_compilation_cache_dir`,
+`jax_persistent_cache_min_compile_time_secs` (0: every program is kept, not only the slow ones)
+and `jax_compilation_cache_max_size`. A user who already set a cache folder keeps it.
+
+A compiled program in the cache can run code in the process that loads it, so the folder must
+belong to the user: it is created with mode 0o700, and a folder owned by someone else, or
+writable by others, is not used.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import stat
+import sys
+
+ENV_VAR = "JAX_UNSAMPLER_CACHE_DIR"
+"""Moves the command's cache (a folder), or turns it off (empty, `0`, `off`, `false`, `no`)."""
+
+NODE_ENV_VAR = "JAX_UNSAMPLER_NODE_CACHE"
+"""Turns the ComfyUI node's cache off (`0`, `off`, `false`, `no`) or moves it (a folder)."""
+
+MAX_SIZE_BYTES = 1 << 30
+"""The cache's size limit; JAX drops the least recently used programs beyond it."""
+
+_OFF = ("", "0", "off", "false", "no")
+
+
+def default_cache_dir() -> pathlib.Path:
+    """The platform's per-user cache folder for this package's compiled programs.
+
+    Linux and others: `$XDG_CACHE_HOME/jax-unsampler/xla` (default `~/.cache/...`); macOS:
+    `~/Library/Caches/jax-unsampler/xla`; Windows: `%LOCALAPPDATA%\\jax-unsampler\\xla`.
+    """
+    home = pathlib.Path.home()
+    if sys.platform == "win32":
+        base = pathlib.Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Caches"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = pathlib.Path(xdg) if os.path.isabs(xdg) else home / ".cache"
+    return base / "jax-unsampler" / "xla"
+
+
+def command_cache_dir(option: str | None, disabled: bool) -> pathlib.Path | None:
+    """The command's cache folder: `--no-cache` > `--cache-dir` > `JAX_UNSAMPLER_CACHE_DIR` > default.
+
+    **Returns:** the folder, or None when the cache is off.
+    """
+    if disabled:
+        return None
+    if option is not None:
+        return None if option.strip().lower() in _OFF else pathlib.Path(option).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env is not None:
+        return None if env.strip().lower() in _OFF else pathlib.Path(env).expanduser()
+    return default_cache_dir()
+
+
+def _usable(folder: pathlib.Path) -> str | None:
+    """Why `folder` must not hold the cache (None when it may): it must be ours and not open to others."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+    except OSError as e:
+        return f"cannot create it ({e.strerror or e})"
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a folder"
+    if hasattr(os, "getuid"):
+        if info.st_uid != os.getuid():
+            return "it belongs to another user"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return "others may write to it"
+    return None
+
+
+def enable_compilation_cache(folder: os.PathLike[str] | str) -> pathlib.Path | None:
+    """Keep every compiled program of this process in `folder` (created if missing).
+
+    Changes the process's JAX settings (see the module docstring): for processes this package
+    owns, never called on import. A cache folder the user already configured wins.
+
+    **Returns:** the folder in use, or None when `folder` is not usable (see `_usable`; a
+    warning says why on stderr) and nothing was changed.
+    """
+    import jax
+
+    current = getattr(jax.config, "jax_compilation_cache_dir", None)
+    if current:
+        return pathlib.Path(current)
+    folder = pathlib.Path(folder)
+    reason = _usable(folder)
+    if reason is not None:
+        print(f"jax-unsampler: compilation cache off: {folder}: {reason}", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if getattr(jax.config, "jax_compilation_cache_max_size", -1) == -1:
+        jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
+    return folder
+
+
+def comfyui_cache_dir() -> pathlib.Path | None:
+    """The node's cache folder: `JAX_UNSAMPLER_NODE_CACHE` if set, else `jax-unsampler-xla-cache`
+    in ComfyUI's user directory (kept across restarts, unlike its temp directory), else its temp
+    directory. None when turned off or when ComfyUI's `folder_paths` cannot be imported (outside
+    ComfyUI the node's code leaves JAX's settings alone)."""
+    env = os.environ.get(NODE_ENV_VAR)
+    if env is not None and env.strip().lower() in _OFF:
+        return None
+    if env is not None and env.strip().lower() not in ("1", "on", "true", "yes"):
+        return pathlib.Path(env).expanduser()
+    try:
+        import folder_paths  # type: ignore[import-not-found]  # ComfyUI's module
+    except Exception:
+        return None
+    for getter in ("get_user_directory", "get_temp_directory"):
+        try:
+            base = getattr(folder_paths, getter)()
+        except Exception:
+            continue
+        if base:
+            return pathlib.Path(base) / "jax-unsampler-xla-cache"
+    return None
