@@ -116,6 +116,11 @@ def main() -> None:
             rows.append(("first run after ComfyUI starts", timed_run(server, 1)))
             rows.append(("second run (another seed)", timed_run(server, 2)))
             rows.append(("third run (another seed)", timed_run(server, 3)))
+        cache = first_base / "user" / "jax-unsampler-xla-cache"
+        entries = len(list(cache.glob("*"))) if cache.is_dir() else 0
+        print(
+            f"node compilation cache after the first server: {entries} files in {cache.name}", file=sys.stderr
+        )
         restart = pathlib.Path(tmp) / "restart"
         shutil.copytree(first_base / "user", restart / "user")  # ComfyUI's user folder: the cache
         with comfyui_server(restart, comfyui) as server:

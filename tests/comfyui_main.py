@@ -14,7 +14,16 @@ import sys
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    # conftest turns the caches off for the tests' own processes; the server keeps the caller's
+    # setting (the tests' environment has them off already; benchmarks/bench_node.py, on).
+    caller = {k: os.environ.get(k) for k in ("JAX_UNSAMPLER_CACHE_DIR", "JAX_UNSAMPLER_NODE_CACHE")}
     from conftest import stand_in_if_broken
+
+    for name, value in caller.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
     stand_in_if_broken("torchvision", "torchaudio", "kornia", "spandrel")
     root = os.path.abspath(sys.argv[1])

@@ -145,6 +145,8 @@ NODE = textwrap.dedent(
     # The doubles import conftest, which turns the caches off for tests: this test's setting instead.
     os.environ.pop("JAX_UNSAMPLER_NODE_CACHE")
     os.environ.update(json.loads(sys.argv[1]))
+    if os.environ.pop("COMPILE_FIRST", None):  # JAX compiled before the node ran (a model read, a pack)
+        jax.jit(lambda v: v + 1)(1.0).block_until_ready()
     latent = {"samples": torch.ones(1, 4, 8, 8)}
     out = tb.batch_unsample_comfy(doubles.patcher("sd15"), "euler", "karras", 3, 0, 3, latent)
     print(json.dumps(dict(dir=jax.config.jax_compilation_cache_dir, n=int(out["samples"].shape[0]),
@@ -174,6 +176,15 @@ def test_the_node_caches_in_comfyuis_user_directory(comfyui_folders):
     folder = comfyui_folders / "user" / "jax-unsampler-xla-cache"
     assert got == dict(dir=str(folder), n=3, again=str(folder))
     assert _entries(folder)
+
+
+def test_the_node_caches_even_when_jax_compiled_before_it(comfyui_folders):
+    """JAX decides once whether its cache is on; a program compiled before the node's first run
+    (ComfyUI reads the model sampling, another pack uses JAX) must not leave the cache off."""
+    got = _node(comfyui_folders, True, COMPILE_FIRST="1")
+    folder = comfyui_folders / "user" / "jax-unsampler-xla-cache"
+    assert got["dir"] == str(folder)
+    assert _entries(folder), "JAX kept its first decision: nothing was cached"
 
 
 def test_the_node_cache_can_be_turned_off_or_moved(comfyui_folders):
