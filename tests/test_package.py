@@ -154,3 +154,16 @@ def test_torch_bridge_uses_only_the_documented_contract_of_private_modules():
     assert not outside, (
         f"torch_bridge imports private names outside its documented contract: {sorted(outside)}"
     )
+
+
+def test_scipy_loads_only_for_the_beta_scheduler():
+    """Importing scipy.stats costs about 0.8 s: the node's first run pays it only for "beta"."""
+    code = (
+        "import sys, jax_unsampler as ju\n"
+        "ms = ju.preset('sd15').model_sampling\n"
+        "ju.unsampler_sigmas(ms, 'euler', 'karras', 20)\n"
+        "assert 'scipy.stats' not in sys.modules\n"
+        "ju.unsampler_sigmas(ms, 'euler', 'beta', 20)\n"
+        "assert 'scipy.stats' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
