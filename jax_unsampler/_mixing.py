@@ -22,7 +22,7 @@ from ._latent_format import LatentFormat
 from ._names import BLENDING_FUNCTIONS, BLENDING_SCHEDULES, MIXING_SAMPLERS
 from ._samplers import default_noise_scaling, draws_noise, item_ids, required_key
 from ._sampling import JAX_OPS, Noise, Run, integrate
-from ._steps import match_normalize
+from ._steps import SAMPLER_STEPS, match_normalize
 from ._validation import (
     check_choice,
     check_denoiser,
@@ -160,9 +160,9 @@ def check_mixing(
             f"{fn}: the logistic blending schedule needs at least 2 steps (3 sigmas), got {steps}"
         )
     ranges = rewind_ranges(steps, lo, hi) if rewind else [(0, steps)]
-    draws = len(ranges) > 1 or (sampler == "lcm" and draws_noise(s))
+    draws = len(ranges) > 1 or (SAMPLER_STEPS[sampler].random and draws_noise(s))
     run = Run(fn, sampler, scaling, blend=blend, passes=len(ranges), latent_format=latent_format)
-    return Mixing(x, s, z, ranges, draws, run._replace(fn=fn))
+    return Mixing(x, s, z, ranges, draws, run)
 
 
 def iterative_mixing_sample(

@@ -18,6 +18,7 @@ from ._keys import canonical_key
 from ._latent_format import LatentFormat
 from ._names import MIXING_SAMPLERS, NOISE_SCALINGS
 from ._sampling import Noise, Run, integrate
+from ._steps import SAMPLER_STEPS
 from ._validation import (
     check_choice,
     check_denoiser,
@@ -101,7 +102,7 @@ def sample(
     s = check_sigmas(fn, sigmas, order="descending", min_len=2)
     check_latent_format(fn, latent_format)
     ids = item_ids(fn, batch_index, latent.shape[0])
-    if sampler == "lcm" and draws_noise(s):
+    if SAMPLER_STEPS[sampler].random and draws_noise(s):
         key = required_key(fn, key, "sampler 'lcm' draws fresh noise")
     else:
         key = None

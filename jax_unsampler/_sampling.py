@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ._latent_format import LatentFormat
-from ._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas
+from ._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas, item_norm
 
 
 class _JaxOps:
@@ -184,7 +184,7 @@ def integrate(
     norms = None
     if mixing and run.blend != "addition" and fmt is None:
         assert noised is not None
-        norms = jnp.sqrt(jnp.sum(jnp.square(noised.reshape(noised.shape[0], -1)), axis=1, keepdims=True))
+        norms = _norms(noised)
 
     def entry(p: jax.Array, i: jax.Array, base: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         """The step's noised entry in model space, and its per-item norms where known: pass 0
@@ -270,7 +270,7 @@ def integrate(
 
 
 def _norms(x: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=1, keepdims=True))
+    return item_norm(JAX_OPS, JAX_OPS.flat(x))
 
 
 __all__ = ["JAX_OPS", "Noise", "Run", "call_denoiser", "integrate", "item_normal"]

@@ -178,7 +178,8 @@ def addition(ops: Ops, noised: Array, x: Array, w: Array, noised_norm: Array | N
     return (1 - w) * noised + w * x
 
 
-def _norm(ops: Ops, flat: Array) -> Array:
+def item_norm(ops: Ops, flat: Array) -> Array:
+    """Each item's Euclidean norm, `(B, 1)`, of a flattened `(B, n)` batch."""
     return ops.sqrt(ops.item_sum(flat * flat))
 
 
@@ -187,7 +188,7 @@ def slerp(ops: Ops, noised: Array, x: Array, w: Array, noised_norm: Array | None
     low, high = ops.flat(noised), ops.flat(x)
     # cos(omega) = (low / |low|) . (high / |high|), 0 where either is the zero vector (the original
     # sets those unit vectors' NaNs to 0), as one dot product over the two norms.
-    norms = (_norm(ops, low) if noised_norm is None else noised_norm) * _norm(ops, high)
+    norms = (item_norm(ops, low) if noised_norm is None else noised_norm) * item_norm(ops, high)
     dot = ops.item_sum(low * high)
     omega = ops.arccos(ops.where(norms == 0, 0.0, dot / norms))
     so = ops.sin(omega)
@@ -199,8 +200,8 @@ def slerp(ops: Ops, noised: Array, x: Array, w: Array, noised_norm: Array | None
 def norm_only(ops: Ops, noised: Array, x: Array, w: Array, noised_norm: Array | None = None) -> Array:
     """`noised + w (|noised| x / |x| - noised)`, per item."""
     a, b = ops.flat(noised), ops.flat(x)
-    a_norm = _norm(ops, a) if noised_norm is None else noised_norm
-    out = a + ops.column(w, a.shape[0]) * (b / _norm(ops, b) * a_norm - a)
+    a_norm = item_norm(ops, a) if noised_norm is None else noised_norm
+    out = a + ops.column(w, a.shape[0]) * (b / item_norm(ops, b) * a_norm - a)
     return out.reshape(noised.shape)
 
 

@@ -16,17 +16,25 @@ from ._inversion import check_latent_tensor
 from ._noise import check_seed
 from ._sampling import TORCH_OPS, TorchDenoiser, run_steps
 
-_SETTINGS_DOC = """
-    - `sampler`, `blending_schedule`, `blending_function`, `alpha_1`, `start_blending_at_pct`,
-      `stop_blending_at_pct`, `clamp_blending_at_pct`, `blend_min`, `blend_max`, `rewind`,
-      `rewind_min`, `rewind_max`, `normalize_on_mean`: as for
-      `jax_unsampler.iterative_mixing_sample` (checked by the same code, with the same words)."""
+_OPTIONS = (
+    "sampler", "blending_schedule", "blending_function", "alpha_1", "start_blending_at_pct",
+    "stop_blending_at_pct", "clamp_blending_at_pct", "blend_min", "blend_max", "rewind", "rewind_min",
+    "rewind_max", "normalize_on_mean",
+)  # fmt: skip
+"""The mixing settings both functions take, passed on as `jax_unsampler.iterative_mixing_sample`'s."""
+
+_SCHEDULE_VALUES = (
+    "alpha_1", "start_blending_at_pct", "stop_blending_at_pct", "clamp_blending_at_pct", "blend_min",
+    "blend_max",
+)  # fmt: skip
 
 
 def _check(
-    fn: str, denoiser: Any, seed: object, latent: object, sigmas: Any, noised: Any, settings: dict
+    fn: str, denoiser: Any, seed: object, latent: object, sigmas: Any, noised: Any, options: dict
 ) -> Any:
-    """The one mixing check (`jax_unsampler._mixing.check_mixing`), before anything is drawn."""
+    """The one mixing check (`jax_unsampler._mixing.check_mixing`) and the schedule, before
+    anything is drawn: `(seed, checked settings, c1)`."""
+    from jax_unsampler._blending import schedule_for
     from jax_unsampler._mixing import check_mixing
 
     seed = check_seed(fn, seed)
@@ -36,20 +44,11 @@ def _check(
     z = None
     if noised is not None:
         z = to_jax(check_latent_tensor(fn, noised, "noised").detach().cpu().to(torch.float32))
+    settings = {k: v for k, v in options.items() if k not in _SCHEDULE_VALUES}
     m = check_mixing(fn, denoiser, to_jax(x.detach().cpu().to(torch.float32)), sigmas, z, **settings)
-    return seed, m
-
-
-def _schedule(fn: str, m: Any, settings: dict) -> Any:
-    from jax_unsampler._blending import schedule_for
-
-    return schedule_for(
-        fn, settings["blending_schedule"], m.sigmas.shape[0] - 1, alpha_1=settings["alpha_1"],
-        start_blending_at_pct=settings["start_blending_at_pct"],
-        stop_blending_at_pct=settings["stop_blending_at_pct"],
-        clamp_blending_at_pct=settings["clamp_blending_at_pct"], blend_min=settings["blend_min"],
-        blend_max=settings["blend_max"],
-    )  # fmt: skip
+    values = {k: options[k] for k in _SCHEDULE_VALUES}
+    c1 = schedule_for(fn, options["blending_schedule"], m.sigmas.shape[0] - 1, **values)
+    return seed, m, c1
 
 
 def iterative_mixing_sample_torch(
@@ -72,8 +71,7 @@ def iterative_mixing_sample_torch(
     rewind_max: float = 0.999,
     normalize_on_mean: bool = False,
 ) -> torch.Tensor:
-    (
-        """`jax_unsampler.iterative_mixing_sample` with every random number the original draws.
+    """`jax_unsampler.iterative_mixing_sample` with every random number the original draws.
 
     After `torch.manual_seed(seed)`, ComfyUI-Iterative-Mixer's sampler draws, in this order,
     from torch's CPU generator: the noised batch of the first pass
@@ -91,13 +89,13 @@ def iterative_mixing_sample_torch(
     - `seed`: 0 to 2**64 - 1, as given to `torch.manual_seed` before the original runs.
     - `latent`: the `(B, ...)` torch tensor the sampler is given (floating, finite).
     - `sigmas`: descending sigmas (torch, NumPy or JAX).
-    """
-        + _SETTINGS_DOC
-        + """
+    - `sampler`, `blending_schedule`, `blending_function`, `alpha_1`, `start_blending_at_pct`,
+      `stop_blending_at_pct`, `clamp_blending_at_pct`, `blend_min`, `blend_max`, `rewind`,
+      `rewind_min`, `rewind_max`, `normalize_on_mean`: as for
+      `jax_unsampler.iterative_mixing_sample` (checked by the same code, with the same words).
 
     **Returns:** the final latent as a float32 torch tensor on `latent`'s device.
     """
-    )
     import jax.numpy as jnp
 
     import jax_unsampler as ju
@@ -105,17 +103,8 @@ def iterative_mixing_sample_torch(
     from jax_unsampler._mixing import MixingStatics, mixing_kernel, noise_tables
 
     fn = "iterative_mixing_sample_torch"
-    settings = dict(
-        sampler=sampler, blending_schedule=blending_schedule, blending_function=blending_function,
-        rewind=rewind, rewind_min=rewind_min, rewind_max=rewind_max, normalize_on_mean=normalize_on_mean,
-    )  # fmt: skip
-    seed, m = _check(fn, denoiser, seed, latent, sigmas, None, settings)
-    values = dict(
-        alpha_1=alpha_1, start_blending_at_pct=start_blending_at_pct,
-        stop_blending_at_pct=stop_blending_at_pct,
-        clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
-    )  # fmt: skip
-    c1 = _schedule(fn, m, {**settings, **values})
+    options = {name: value for name, value in locals().items() if name in _OPTIONS}
+    seed, m, c1 = _check(fn, denoiser, seed, latent, sigmas, None, options)
     s_np = np.asarray(m.sigmas)
     steps = s_np.shape[0] - 1
     x_t = latent.detach().cpu().to(torch.float32)
@@ -168,8 +157,7 @@ def mixing_sample_torch(
     normalize_on_mean: bool = False,
     callback: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None,
 ) -> torch.Tensor:
-    (
-        """Iterative mixing around a torch denoiser (a ComfyUI model), with the original's draws.
+    """Iterative mixing around a torch denoiser (a ComfyUI model), with the original's draws.
 
     The package's own steps and blends (`jax_unsampler._steps`) run in torch on the latent's
     device, so a model JAX cannot trace mixes exactly as `jax_unsampler.iterative_mixing_sample`
@@ -187,27 +175,19 @@ def mixing_sample_torch(
     - `seed`: 0 to 2**64 - 1.
     - `noised`: the `(len(sigmas) * B, ...)` noised batch along `sigmas` (noisiest first), or
       None to draw it as the original does (`latent + sigma * randn`).
-    """
-        + _SETTINGS_DOC
-        + """
+    - `sampler`, `blending_schedule`, `blending_function`, `alpha_1`, `start_blending_at_pct`,
+      `stop_blending_at_pct`, `clamp_blending_at_pct`, `blend_min`, `blend_max`, `rewind`,
+      `rewind_min`, `rewind_max`, `normalize_on_mean`: as for
+      `jax_unsampler.iterative_mixing_sample` (checked by the same code, with the same words).
     - `callback`: called as `callback(i, denoised, x, total)` after step `i` (ComfyUI's
       progress), with the state after the step in place of the denoised latent.
 
     **Returns:** the final latent, a float32 tensor on `latent`'s device.
     """
-    )
     fn = "mixing_sample_torch"
-    settings = dict(
-        sampler=sampler, blending_schedule=blending_schedule, blending_function=blending_function,
-        rewind=rewind, rewind_min=rewind_min, rewind_max=rewind_max, normalize_on_mean=normalize_on_mean,
-    )  # fmt: skip
-    seed, m = _check(fn, denoiser, seed, latent, sigmas, noised, settings)
-    values = dict(
-        alpha_1=alpha_1, start_blending_at_pct=start_blending_at_pct,
-        stop_blending_at_pct=stop_blending_at_pct,
-        clamp_blending_at_pct=clamp_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
-    )  # fmt: skip
-    c1 = torch.from_numpy(np.array(_schedule(fn, m, {**settings, **values}), np.float32))
+    options = {name: value for name, value in locals().items() if name in _OPTIONS}
+    seed, m, schedule = _check(fn, denoiser, seed, latent, sigmas, noised, options)
+    c1 = torch.from_numpy(np.array(schedule, np.float32))
     device = latent.device
     x0 = latent.detach().to(torch.float32)
     sig = torch.from_numpy(np.array(m.sigmas, np.float32)).to(device)
@@ -227,10 +207,8 @@ def mixing_sample_torch(
         z = noised.detach().to(device=device, dtype=torch.float32)
     x = x0
     total = steps * len(m.ranges)
-    done = [0]
 
     def report(i: int, state: torch.Tensor) -> None:
-        done[0] += 1
         if callback is not None:
             callback(i, state, state, total)
 
