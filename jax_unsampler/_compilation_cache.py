@@ -18,6 +18,7 @@ import os
 import pathlib
 import stat
 import sys
+import tempfile
 
 ENV_VAR = "JAX_UNSAMPLER_CACHE_DIR"
 """Moves the command's cache (a folder), or turns it off (empty, `0`, `off`, `false`, `no`)."""
@@ -29,6 +30,7 @@ MAX_SIZE_BYTES = 1 << 30
 """The cache's size limit; JAX drops the least recently used programs beyond it."""
 
 _OFF = ("", "0", "off", "false", "no")
+_PROBE = b"jax-unsampler cache probe"
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -80,14 +82,42 @@ def _usable(folder: pathlib.Path) -> str | None:
     return None
 
 
+def _writable(folder: pathlib.Path) -> str | None:
+    """Why JAX could not keep programs in `folder` (None when it can): a file written there must
+    read back. Checked once, so that an unusable folder is one line, not JAX's warning per program."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".jax-unsampler-probe-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_PROBE)
+            if pathlib.Path(name).read_bytes() != _PROBE:
+                return "a file written there does not read back"
+        finally:
+            os.unlink(name)
+    except OSError as e:
+        return f"cannot write to it ({e.strerror or e})"
+    return None
+
+
+def _has_filelock() -> bool:
+    """JAX needs `filelock` to hold the cache to a size; without it, a size limit turns the cache off."""
+    try:
+        import filelock  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def enable_compilation_cache(folder: os.PathLike[str] | str) -> pathlib.Path | None:
     """Keep every compiled program of this process in `folder` (created if missing).
 
     Changes the process's JAX settings (see the module docstring): for processes this package
-    owns, never called on import. A cache folder the user already configured wins.
+    owns, never called on import. A cache folder the user already configured wins. The size
+    limit (`MAX_SIZE_BYTES`) needs the `filelock` package (a dependency); where it is missing
+    the cache is kept without a limit, and one line on stderr says so.
 
-    **Returns:** the folder in use, or None when `folder` is not usable (see `_usable`; a
-    warning says why on stderr) and nothing was changed.
+    **Returns:** the folder in use, or None when `folder` is not usable (one line on stderr says
+    why: see `_usable` and `_writable`) and nothing was changed: the process runs uncached.
     """
     import jax
 
@@ -95,14 +125,21 @@ def enable_compilation_cache(folder: os.PathLike[str] | str) -> pathlib.Path | N
     if current:
         return pathlib.Path(current)
     folder = pathlib.Path(folder)
-    reason = _usable(folder)
+    reason = _usable(folder) or _writable(folder)
     if reason is not None:
         print(f"jax-unsampler: compilation cache off: {folder}: {reason}", file=sys.stderr)
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if getattr(jax.config, "jax_compilation_cache_max_size", -1) == -1:
-        jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
+        if _has_filelock():
+            jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
+        else:
+            print(
+                f"jax-unsampler: compilation cache {folder} has no size limit: install filelock to hold it "
+                f"to {MAX_SIZE_BYTES >> 30} GiB",
+                file=sys.stderr,
+            )
     return folder
 
 

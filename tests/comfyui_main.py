@@ -2,7 +2,7 @@
 
 ComfyUI's start-up imports torchvision, torchaudio, kornia and spandrel, which may be missing or
 may not load beside a CPU-only torch (installing them would replace it); where one does not
-import, a stand-in module takes its place (`conftest.stand_in_if_broken`), as in the in-process
+import, a stand-in module takes its place (`comfyui_stand_ins.stand_in_if_broken`), as in the in-process
 ComfyUI tests. The nodes the server test runs never use them.
 """
 
@@ -14,16 +14,8 @@ import sys
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    # conftest turns the caches off for the tests' own processes; the server keeps the caller's
-    # setting (the tests' environment has them off already; benchmarks/bench_node.py, on).
-    caller = {k: os.environ.get(k) for k in ("JAX_UNSAMPLER_CACHE_DIR", "JAX_UNSAMPLER_NODE_CACHE")}
-    from conftest import stand_in_if_broken
-
-    for name, value in caller.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    # Not conftest (it needs pytest, which ComfyUI's environment need not have).
+    from comfyui_stand_ins import stand_in_if_broken
 
     stand_in_if_broken("torchvision", "torchaudio", "kornia", "spandrel")
     root = os.path.abspath(sys.argv[1])

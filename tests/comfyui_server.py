@@ -41,6 +41,10 @@ CHECKPOINT_NAME = "v1-5-pruned-emaonly.safetensors"  # the example workflows' ch
 IMAGE_NAME = "example.png"  # and their picture
 START_TIMEOUT_S = 300  # ComfyUI imports torch and its nodes on a small shared CPU
 RUN_TIMEOUT_S = 300  # the first run of a node imports and compiles JAX
+COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or sys.executable
+"""The Python that runs the server: ComfyUI's own environment with the pack installed as
+docs/comfyui.md says (ComfyUI's requirements, then only the pack's requirements.txt), which
+.ci/run makes and names here; the tests' own Python where it is not set."""
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -145,7 +149,7 @@ def comfyui_server(base: pathlib.Path, comfyui_path: str) -> Iterator[types.Simp
     port = _free_port()
     log_path = base / "server.log"
     command = [
-        sys.executable, str(TESTS / "comfyui_main.py"), comfyui_path, "--cpu",
+        COMFYUI_PYTHON, str(TESTS / "comfyui_main.py"), comfyui_path, "--cpu",
         "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
         "--database-url", "sqlite:///:memory:", "--disable-auto-launch",
     ]  # fmt: skip

@@ -17,6 +17,7 @@ import types
 
 import numpy as np
 import pytest
+from comfyui_stand_ins import StandIns, stand_in_if_broken  # noqa: F401  (re-exported for the tests)
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -111,52 +112,6 @@ ITERATIVE_MIXER_PATH = pathlib.Path(
 )
 """The original ComfyUI-Iterative-Mixer's source tree (or a git directory of it)."""
 needs_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
-
-
-class StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Makes any import of the named top-level modules (and their submodules) succeed with an
-    empty module whose attributes are dummies: for ComfyUI's start-up imports (torchvision, av)
-    that may not load beside a CPU-only torch and that model sampling never uses."""
-
-    def __init__(self, *names: str):
-        self.names = names
-
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in self.names:
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = types.ModuleType(spec.name)
-        module.__path__ = []
-        module.__version__ = "0.0.0+stand-in"
-
-        def missing(attr):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return type(
-                attr, (), {"__init__": lambda self, *a, **k: None, "__call__": lambda self, *a, **k: a}
-            )
-
-        module.__getattr__ = missing
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-def stand_in_if_broken(*names: str) -> None:
-    """Import each module; where one fails, drop what it left and stand it in (`StandIns`)."""
-    broken = []
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            for loaded in [n for n in sys.modules if n.partition(".")[0] == name]:
-                del sys.modules[loaded]
-            broken.append(name)
-    if broken:
-        sys.meta_path.insert(0, StandIns(*broken))
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from comfyui_server import PACK_NAME, environment, git_archive_pack, request, run_prompt
+from comfyui_server import COMFYUI_PYTHON, PACK_NAME, environment, git_archive_pack, request, run_prompt
 from conftest import COMFYUI_PATH, comfy_patcher, needs_comfyui
 from ui_workflows import check_workflow, example_workflows
 
@@ -228,6 +228,37 @@ def _object_info(server) -> dict:
 def _saved_latent(server, entry: dict, node: str) -> np.ndarray:
     (saved,) = entry["outputs"][node]["latents"]
     return _load_latent(server.base / "output" / saved["subfolder"] / saved["filename"])
+
+
+ENVIRONMENT_PROBE = """
+import importlib.metadata as md, importlib.util, json, sys
+from packaging.requirements import Requirement
+lines = [l.split("#")[0].strip() for l in open(sys.argv[1]).read().splitlines()]
+unmet = []
+for r in map(Requirement, filter(None, lines)):
+    try:
+        if not r.specifier.contains(md.version(r.name), prereleases=True):
+            unmet.append(str(r))
+    except md.PackageNotFoundError:
+        unmet.append(str(r))
+extra = [m for m in ("pytest", "chex", "jax_unsampler", "torch_bridge") if importlib.util.find_spec(m)]
+print(json.dumps(dict(unmet=unmet, extra=extra)))
+"""
+
+
+@pytest.mark.skipif(
+    COMFYUI_PYTHON == sys.executable, reason="set COMFYUI_PYTHON to ComfyUI's environment (.ci/run makes one)"
+)
+def test_the_server_runs_in_comfyuis_environment_as_the_docs_install_it():
+    """The server tests below run in ComfyUI's environment with the pack's requirements.txt and
+    nothing else (no test or viz extra, the pack not pip-installed: it runs from custom_nodes/),
+    so that a node needing what requirements.txt lacks fails here as it fails for users."""
+    done = subprocess.run(
+        [COMFYUI_PYTHON, "-c", ENVIRONMENT_PROBE, str(ROOT / "requirements.txt")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT.parent, env=environment(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == dict(unmet=[], extra=[])
 
 
 @pytest.mark.parametrize("name", sorted(example_workflows()))

@@ -158,6 +158,7 @@ NODE = textwrap.dedent(
 @pytest.fixture
 def comfyui_folders(tmp_path):
     """A stand-in for ComfyUI's `folder_paths` module, with a user and a temp directory."""
+    pytest.importorskip("torch", reason="the node runs on torch (the torch extra)")
     (tmp_path / "mods").mkdir()
     (tmp_path / "mods" / "folder_paths.py").write_text(
         f"def get_user_directory():\n    return {str(tmp_path / 'user')!r}\n"
@@ -197,3 +198,39 @@ def test_the_node_cache_can_be_turned_off_or_moved(comfyui_folders):
 
 def test_outside_comfyui_the_node_leaves_jax_alone(comfyui_folders):
     assert _node(comfyui_folders, False)["dir"] is None
+
+
+# Runs PROGRAM as the README's install has it (no torch) and, besides, without filelock: the
+# two modules are made unimportable before JAX starts.
+WITHOUT = (
+    "import sys; sys.modules.update(torch=None, filelock=None); sys.argv[1:] = [{cache!r}]; exec({program!r})"
+)
+
+
+@pytest.mark.parametrize("hidden", ["torch", "torch and filelock"])
+def test_the_cache_stores_programs_without_torch(tmp_path, hidden):
+    """torch brought filelock along, and JAX turns the cache off without it when a size limit
+    is set (one warning per program, nothing stored): the README's torch-less install had no
+    cache. Now filelock is a dependency, and where it is missing the cache is kept unlimited."""
+    cache = tmp_path / "cache"
+    code = WITHOUT.format(cache=str(cache), program=PROGRAM)
+    if hidden == "torch":
+        code = code.replace(", filelock=None", "")
+    done = _run([sys.executable, "-c", code])
+    assert _entries(cache), f"nothing was stored:\n{done.stderr[-2000:]}"
+    assert "Please install" not in done.stderr and "Error" not in done.stderr, done.stderr[-2000:]
+    if hidden == "torch and filelock":
+        (line,) = [x for x in done.stderr.splitlines() if x.startswith("jax-unsampler:")]
+        assert "no size limit" in line and "filelock" in line
+
+
+@pytest.mark.parametrize("folder", ["/proc/self", "{tmp}/file/sub"])
+def test_an_unusable_cache_folder_is_one_line_and_the_run_goes_on(tmp_path, folder):
+    """A folder JAX could not write to was taken, then every program warned (and a lock wait
+    per lookup): the folder is tried once, refused in one line, and the run goes on uncached."""
+    (tmp_path / "file").write_text("not a folder")
+    folder = folder.format(tmp=tmp_path)
+    done = _run(_command(tmp_path / "a.latent", "--devices", "1", "--cache-dir", folder))
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"jax-unsampler: compilation cache off: {folder}: "), lines
+    assert (tmp_path / "a.latent").exists()

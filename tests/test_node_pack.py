@@ -248,9 +248,11 @@ def test_requirements_txt_cannot_replace_comfyuis_torch_or_pin_numpy():
     for r in reqs:
         # Lower bounds only: an upper bound or a pin could make pip downgrade what ComfyUI has.
         assert all(spec.operator == ">=" for spec in r.specifier), r
-    # The same runtime dependencies as the package itself.
+    # The same runtime dependencies as the package itself, and what the nodes' plots need.
+    project = _pyproject()["project"]
+    declared = [*project["dependencies"], *project["optional-dependencies"]["comfyui"]]
     ours = {requirements.Requirement(d).name.lower(): str(requirements.Requirement(d).specifier)
-            for d in _pyproject()["project"]["dependencies"]}  # fmt: skip
+            for d in declared}  # fmt: skip
     assert {r.name.lower(): str(r.specifier) for r in reqs} == ours
 
 

@@ -138,6 +138,12 @@ def _image_of(figure) -> torch.Tensor:
     return draw(figure)
 
 
+def require_matplotlib(fn: str) -> None:
+    from ._stats_node import require_matplotlib as require
+
+    require(fn)
+
+
 def schedule_plot(c1: np.ndarray) -> torch.Tensor:
     """The blending schedule drawn as a ComfyUI IMAGE (the original's fourth output)."""
     from matplotlib.figure import Figure
@@ -192,7 +198,8 @@ def iterative_mixing_ksampler_advanced_comfy(
     noise_source: str = "jax",
     *,
     fn: str = ADVANCED_ID,
-) -> tuple[dict, dict, dict, torch.Tensor]:
+    plot: bool = True,
+) -> tuple[dict, dict, dict, torch.Tensor | None]:
     """What the Advanced node computes: `(mixed, noised, intermediate, schedule plot)`.
 
     The batch holds `n` steps of `B = latents_per_step` latents, step-major; with
@@ -204,7 +211,8 @@ def iterative_mixing_ksampler_advanced_comfy(
 
     **Returns:** the `(n + 1) * B` mixed latents (first the noisiest input step), the (flipped)
     input batch, the `(n + 1) * B` samples before mixing (the first all zeros) and the schedule
-    drawn as an IMAGE.
+    drawn as an IMAGE (None with `plot=False`: the one-node KSampler returns no plot, so it
+    draws none and needs no matplotlib).
     """
     samples = check_latent_image(fn, latent_image_batch, name="latent_image_batch")
     check_finite(fn, "latent_image_batch", samples)
@@ -230,6 +238,8 @@ def iterative_mixing_ksampler_advanced_comfy(
     steps = samples.shape[0] // per_step
     if denoise == 0.0:
         raise ValueError(f"{fn}: denoise is 0, so there is no step to sample; set it above 0")
+    if plot:
+        require_matplotlib(fn)
 
     enable_node_compilation_cache()
     import jax_unsampler as ju
@@ -270,7 +280,7 @@ def iterative_mixing_ksampler_advanced_comfy(
         }
         return {**kept, "samples": tensor.to(samples.dtype)}
 
-    return latent(out), latent(z), latent(before_mixing), schedule_plot(c1)
+    return latent(out), latent(z), latent(before_mixing), schedule_plot(c1) if plot else None
 
 
 def iterative_mixing_ksampler_comfy(
@@ -333,7 +343,7 @@ def iterative_mixing_ksampler_comfy(
         stop_blending_at_pct=stop_blending_at_pct,
         clamp_blending_at_pct=clamp_blending_at_pct, blending_function=blending_function,
         start_blending_at_pct=start_blending_at_pct, blend_min=blend_min, blend_max=blend_max,
-        latents_per_step=samples.shape[0], noise_source=noise_source, fn=fn,
+        latents_per_step=samples.shape[0], noise_source=noise_source, fn=fn, plot=False,
     )  # fmt: skip
     last = mixed["samples"][-samples.shape[0] :]
     kept = {k: v for k, v in latent_image.items() if k != "samples"}

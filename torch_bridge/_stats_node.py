@@ -27,6 +27,18 @@ STATS_NODE_ID = "JaxUnsampler_LatentBatchStatistics"
 STATS_DISPLAY_NAME = "Latent Batch Statistics (jax-unsampler)"
 
 
+def require_matplotlib(fn: str) -> None:
+    """Refuse, before any work, a node that draws a plot where matplotlib is missing: one line
+    naming the node and the fix (the pack's requirements.txt lists it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ModuleNotFoundError(
+            f"{fn}: drawing its plot needs matplotlib, which is not installed in ComfyUI's Python; "
+            "run `pip install -r custom_nodes/jax-unsampler/requirements.txt` there and restart ComfyUI"
+        )
+
+
 def _image_of(figure) -> torch.Tensor:
     """A matplotlib figure drawn with Agg as a ComfyUI IMAGE: `(1, H, W, 3)` float32 in [0, 1]."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -73,6 +85,7 @@ def latent_batch_statistics(
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
     ms, divisor, latent_format = read_model(fn, model, mode)
+    require_matplotlib(fn)
     enable_node_compilation_cache()
     from jax_unsampler._unsample import mode_noise_options
     from jax_unsampler.app._plots import StatsCollector
