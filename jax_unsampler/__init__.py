@@ -35,13 +35,14 @@ _EXPORTS = {
             "MODES",
             "NOISE_SCALINGS",
             "PARAMETERISATIONS",
+            "SAMPLE_SAMPLERS",
             "SAMPLERS",
             "SCHEDULERS",
             "SEED_MAX",
         ),
         "_names",
     ),  # fmt: skip
-    **dict.fromkeys(("ModelDenoiser", "denoiser_from_model"), "_denoisers"),
+    **dict.fromkeys(("CFGDenoiser", "ModelDenoiser", "cfg_denoiser", "denoiser_from_model"), "_denoisers"),
     "key_from_seed": "_keys",
     "inverted_latents": "_inversion",
     **dict.fromkeys(("blend", "blending_schedule"), "_blending"),
@@ -64,7 +65,9 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from ._blending import blend as blend
     from ._blending import blending_schedule as blending_schedule
+    from ._denoisers import CFGDenoiser as CFGDenoiser
     from ._denoisers import ModelDenoiser as ModelDenoiser
+    from ._denoisers import cfg_denoiser as cfg_denoiser
     from ._denoisers import denoiser_from_model as denoiser_from_model
     from ._inversion import inverted_latents as inverted_latents
     from ._keys import key_from_seed as key_from_seed
@@ -89,6 +92,7 @@ if TYPE_CHECKING:
     from ._names import MODES as MODES
     from ._names import NOISE_SCALINGS as NOISE_SCALINGS
     from ._names import PARAMETERISATIONS as PARAMETERISATIONS
+    from ._names import SAMPLE_SAMPLERS as SAMPLE_SAMPLERS
     from ._names import SAMPLERS as SAMPLERS
     from ._names import SCHEDULERS as SCHEDULERS
     from ._names import SEED_MAX as SEED_MAX

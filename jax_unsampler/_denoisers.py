@@ -145,3 +145,44 @@ def denoiser_from_model(
             f"(from model_sampling(...) or preset(...).model_sampling), got {type(model_sampling).__name__}"
         )
     return ModelDenoiser(apply_fn=apply_fn, model_sampling=model_sampling, params=params)
+
+
+class CFGDenoiser:
+    """ComfyUI's classifier-free guidance as a denoiser: `uncond + (cond - uncond) * cfg`.
+
+    Built by `cfg_denoiser`. Called as a denoiser it returns the guided prediction; the CFG++
+    samplers (the `_cfg_pp` names) also read its unconditional prediction (`with_uncond`), as
+    ComfyUI's do through its post-CFG hook. Any other denoiser stands for ComfyUI at cfg 1: its
+    prediction is the unconditional one too.
+    """
+
+    def __init__(self, cond: Callable[..., Any], uncond: Callable[..., Any], cfg: Any):
+        self.cond, self.uncond, self.cfg = cond, uncond, cfg
+
+    def with_uncond(self, x: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`(guided, unconditional)` predictions at `x`, `sigma` of shape `(B,)`."""
+        cond, uncond = self.cond(x, sigma), self.uncond(x, sigma)
+        return uncond + (cond - uncond) * self.cfg, uncond
+
+    def __call__(self, x: jax.Array, sigma: jax.Array) -> jax.Array:
+        return self.with_uncond(x, sigma)[0]
+
+
+def cfg_denoiser(cond: Callable[..., Any], uncond: Callable[..., Any], cfg: float) -> CFGDenoiser:
+    """A guided denoiser, as ComfyUI's CFG: `uncond(x, s) + (cond(x, s) - uncond(x, s)) * cfg`.
+
+    **Arguments:**
+
+    - `cond`, `uncond`: denoisers `D(x, sigma)` (`sigma` of shape `(B,)`): the conditional and
+      the unconditional predictions (e.g. `denoiser_from_model` with and without the prompt).
+    - `cfg`: the guidance scale (a number or a 0-d array; traced).
+
+    **Returns:** a `CFGDenoiser`, for `sample`, `iterative_mixing_sample` and
+    `inverted_latents`; the `_cfg_pp` samplers read its unconditional prediction.
+    """
+    for what, value in (("cond", cond), ("uncond", uncond)):
+        if not callable(value):
+            raise TypeError(
+                f"cfg_denoiser: {what} must be a denoiser D(x, sigma), got {type(value).__name__}"
+            )
+    return CFGDenoiser(cond, uncond, cfg)

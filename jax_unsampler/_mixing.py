@@ -160,7 +160,7 @@ def check_mixing(
             f"{fn}: the logistic blending schedule needs at least 2 steps (3 sigmas), got {steps}"
         )
     ranges = rewind_ranges(steps, lo, hi) if rewind else [(0, steps)]
-    draws = len(ranges) > 1 or (SAMPLER_STEPS[sampler].random and draws_noise(s))
+    draws = len(ranges) > 1 or (SAMPLER_STEPS[sampler].noise and draws_noise(s))
     run = Run(fn, sampler, scaling, blend=blend, passes=len(ranges), latent_format=latent_format)
     return Mixing(x, s, z, ranges, draws, run)
 
@@ -323,19 +323,22 @@ def noise_tables(
     draws: list[tuple[Any, Any]], ranges: list[tuple[int, int]], steps: int, shape: tuple[int, ...]
 ) -> Noise:
     """Given standard normal draws per pass, as the original draws them, as the loop's `Noise`:
-    pass `p`'s `(rewind eps ((steps + 1 - start) * B, ...) or None, LCM table (steps - start, B,
-    ...) or None)` placed at the global steps of the pass (the torch functions' and the recorded
-    tests' way in)."""
-    rewind = lcm = None
+    pass `p`'s `(rewind eps ((steps + 1 - start) * B, ...) or None, step draws (steps - start,
+    draws, B, ...) or None)` placed at the global steps of the pass (the torch functions' and the
+    recorded tests' way in)."""
+    rewind = table_all = None
     if any(eps is not None for eps, _ in draws):
         rewind = np.zeros((len(ranges), steps + 1, *shape), np.float32)
-    if any(table is not None for _, table in draws):
-        lcm = np.zeros((len(ranges), steps, *shape), np.float32)
+    per_step = {np.shape(t)[1] for _, t in draws if t is not None}
+    if per_step:
+        table_all = np.zeros((len(ranges), steps, max(per_step), *shape), np.float32)
     for p, ((start, _), (eps, table)) in enumerate(zip(ranges, draws, strict=True)):
         if eps is not None and rewind is not None:
             rewind[p, start:] = np.asarray(eps, np.float32).reshape(steps + 1 - start, *shape)
-        if table is not None and lcm is not None:
-            lcm[p, start:] = np.asarray(table, np.float32).reshape(steps - start, *shape)
+        if table is not None and table_all is not None:
+            table = np.asarray(table, np.float32)
+            table_all[p, start:, : table.shape[1]] = table.reshape(steps - start, table.shape[1], *shape)
     return Noise(
-        rewind=None if rewind is None else jnp.asarray(rewind), lcm=None if lcm is None else jnp.asarray(lcm)
+        rewind=None if rewind is None else jnp.asarray(rewind),
+        steps=None if table_all is None else jnp.asarray(table_all),
     )

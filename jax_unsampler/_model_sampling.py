@@ -455,3 +455,21 @@ def model_sampling_from_table(
         parameterisation=parameterisation,
     )
     return _finish(proto, table, logs)
+
+
+SNR_OFFSET_PERCENT = 1e-4
+"""ComfyUI's `offset_first_sigma_for_snr` percent: a flow model's first sigma of 1 (an infinite
+log-SNR) becomes `percent_to_sigma(1e-4)` for the samplers that read the model sampling."""
+
+
+def snr_offset_sigma(ms: ModelSampling | None) -> jax.Array | None:
+    """`ms.percent_to_sigma(SNR_OFFSET_PERCENT)` for the rectified-flow (CONST) parameterisations,
+    as ComfyUI computes it; None for the others (their first sigma is never moved)."""
+    if ms is None:
+        return None
+    t = jnp.float32(1.0 - SNR_OFFSET_PERCENT)
+    if ms.parameterisation == "discrete_flow":
+        return _time_snr_shift(ms.shift, t)
+    if ms.parameterisation == "flux":
+        return _flux_sigma(ms, t)
+    return None

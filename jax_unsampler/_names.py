@@ -53,6 +53,9 @@ MODES = ("node", "model")
 """`"node"`: the original node's `x + sigma / scale_factor * eps`. `"model"`: what ComfyUI feeds
 the model at each of its own sigmas (its noise scaling, in the latent format's space)."""
 
+SAMPLE_SAMPLERS = SAMPLERS
+"""The samplers of `sample`: every name of ComfyUI's (one step each, `_steps.SAMPLER_STEPS`)."""
+
 MIXING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "lcm")
 """The samplers of `sample` and `iterative_mixing_sample` (ComfyUI's names; one step each, in
 `_steps.py`, shared with inversion and the torch functions)."""

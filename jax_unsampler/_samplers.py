@@ -1,4 +1,4 @@
-"""`sample`: ComfyUI's Euler, Heun, DPM++ 2M and LCM samplers (its k-diffusion code) in JAX.
+"""`sample`: ComfyUI's samplers (its k-diffusion code) in JAX.
 
 The steps are `_steps.py`'s, run by `_sampling.integrate`; this module checks the arguments
 and calls one jitted kernel.
@@ -7,6 +7,7 @@ and calls one jitted kernel.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -16,9 +17,10 @@ from jax.typing import ArrayLike
 from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
 from ._keys import canonical_key
 from ._latent_format import LatentFormat
-from ._names import MIXING_SAMPLERS, NOISE_SCALINGS
+from ._model_sampling import ModelSampling, noise_scaling_of, snr_offset_sigma
+from ._names import MIXING_SAMPLERS, NOISE_SCALINGS, SAMPLE_SAMPLERS
 from ._sampling import Noise, Run, integrate
-from ._steps import SAMPLER_STEPS
+from ._steps import SAMPLER_STEPS, sampler_options
 from ._validation import (
     check_choice,
     check_denoiser,
@@ -29,7 +31,10 @@ from ._validation import (
     is_concrete,
 )
 
-__all__ = ["MIXING_SAMPLERS", "sample"]
+__all__ = ["MIXING_SAMPLERS", "SAMPLE_SAMPLERS", "sample"]
+
+NoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
+"""`noise(sigma, sigma_next) -> standard normal noise of the latent's shape`."""
 
 
 def draws_noise(sigmas: jax.Array) -> bool:
@@ -50,10 +55,36 @@ def required_key(fn: str, key: Any, why: str) -> jax.Array:
     return canonical_key(fn, key)
 
 
-def default_noise_scaling(fn: str, denoiser: object, noise_scaling: str | None) -> str:
+def default_noise_scaling(
+    fn: str, denoiser: object, noise_scaling: str | None, ms: ModelSampling | None = None
+) -> str:
     if noise_scaling is None:
-        noise_scaling = getattr(denoiser, "noise_scaling", "eps")
+        default = "eps" if ms is None else noise_scaling_of(ms.model_type)
+        noise_scaling = getattr(denoiser, "noise_scaling", default)
     return check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
+
+
+def check_model_sampling(fn: str, denoiser: object, model_sampling: object) -> ModelSampling | None:
+    """`model_sampling`, or the denoiser's own (`denoiser_from_model`), or None."""
+    if model_sampling is None:
+        own = getattr(denoiser, "model_sampling", None)
+        return own if isinstance(own, ModelSampling) else None
+    if not isinstance(model_sampling, ModelSampling):
+        raise TypeError(
+            f"{fn}: model_sampling must be a jax_unsampler.ModelSampling (model_sampling(...) or "
+            f"preset(...).model_sampling) or None, got {type(model_sampling).__name__}"
+        )
+    return model_sampling
+
+
+def check_noise(fn: str, noise: object) -> NoiseFn | None:
+    """`noise`: None or a callable `noise(sigma, sigma_next)` (its output is checked in the loop)."""
+    if noise is not None and not callable(noise):
+        raise TypeError(
+            f"{fn}: noise must be a callable noise(sigma, sigma_next) -> standard normal noise of the "
+            f"latent's shape, or None, got {type(noise).__name__}"
+        )
+    return noise
 
 
 def sample(
@@ -66,53 +97,70 @@ def sample(
     noise_scaling: str | None = None,
     batch_index: ArrayLike | None = None,
     latent_format: LatentFormat | None = None,
+    options: Mapping[str, Any] | None = None,
+    noise: NoiseFn | None = None,
+    model_sampling: ModelSampling | None = None,
 ) -> jax.Array:
-    """Sample along `sigmas` with ComfyUI's Euler, Heun, DPM++ 2M or LCM sampler (no mixing).
+    """Sample along `sigmas` with one of ComfyUI's samplers (no mixing).
 
-    The steps are those of ComfyUI's `comfy/k_diffusion/sampling.py` (`sample_euler` without
-    churn, `sample_heun`, `sample_dpmpp_2m`, `sample_lcm`), run as one `lax.scan`.
+    Each sampler is ComfyUI's function of that name (`comfy/k_diffusion/sampling.py` and the
+    modules it calls), run as one `lax.scan`: see the samplers' table in the docs.
 
     **Arguments:**
 
     - `denoiser`: `denoiser(x, sigma) -> denoised`, `sigma` of shape `(B,)`, returning `x`'s
       shape (e.g. from `denoiser_from_model`). Its arrays are traced (see "Denoisers" in the
-      docs): new parameters do not recompile and are never stale.
+      docs).
     - `latent_or_noise`: the `(B, ...)` start at `sigmas[0]`, as ComfyUI hands it to the
       sampler (for text-to-image: the model's noise scaling of noise at `sigmas[0]`); finite.
     - `sigmas`: descending noise levels (noisiest first), as KSampler gives them (usually ending
       in 0), at least two.
-    - `sampler`: one of `MIXING_SAMPLERS`: `"euler"`, `"heun"`, `"dpmpp_2m"` or `"lcm"` (static).
-    - `key`: the PRNG key of LCM's fresh noise: step `i`, item `b` draws from
-      `fold_in(fold_in(fold_in(fold_in(key, 0), 1), i), batch_index[b])`; required for `"lcm"`
-      when some `sigmas[i+1] > 0` (always when `sigmas` are traced).
-    - `noise_scaling`: how LCM re-noises, `"eps"` (`x + sigma * eps`) or `"const"` (rectified
-      flow); default: the denoiser's own when it comes from `denoiser_from_model`, else `"eps"`.
+    - `sampler`: one of `SAMPLE_SAMPLERS` (ComfyUI's names; static).
+    - `key`: the PRNG key of the sampler's fresh noise, where it draws any and `noise` is not
+      given: draw `n` of step `i`, item `b` comes from `fold_in(fold_in(fold_in(fold_in(key,
+      0), 1), i), batch_index[b])`, folded once more with `n` for `n >= 1`.
+    - `noise_scaling`: `"eps"` or `"const"` (rectified flow: ComfyUI's `_RF` forms and how
+      noise is added); default: the denoiser's own when it comes from `denoiser_from_model`,
+      else the model sampling's, else `"eps"`.
     - `batch_index`: each item's index for its noise (as `noised_latents`), default
       `0..B-1`: item `b` sampled alone with `batch_index=[b]` equals item `b` of the batch.
     - `latent_format`: a `LatentFormat` to sample in the model's space (`process_in` before,
       `process_out` after), or `None` for the latent's own space.
+    - `options`: the sampler's options by ComfyUI's names (e.g. `{"eta": 0.5}`), static
+      Python values; the others keep ComfyUI's defaults. Unknown names are refused.
+    - `noise`: `noise(sigma, sigma_next) -> (B, ...)` standard normal noise (k-diffusion's
+      `noise_sampler`), traceable; when given, no key is needed. Unused by the samplers that
+      draw none.
+    - `model_sampling`: the model's `ModelSampling` (e.g. `preset("sd3").model_sampling`), read
+      by the samplers that need it (a flow model's first sigma off 1, as ComfyUI's
+      `offset_first_sigma_for_snr`); default: the denoiser's, when it comes from
+      `denoiser_from_model`.
 
     **Returns:** the sampled latent, `latent_or_noise`'s shape and dtype (computed in float32).
     """
     fn = "sample"
-    sampler = check_choice(fn, "sampler", sampler, MIXING_SAMPLERS)
+    sampler = check_choice(fn, "sampler", sampler, SAMPLE_SAMPLERS)
+    opts = sampler_options(fn, sampler, options)
     check_denoiser(fn, denoiser)
-    scaling = default_noise_scaling(fn, denoiser, noise_scaling)
+    ms = check_model_sampling(fn, denoiser, model_sampling)
+    scaling = default_noise_scaling(fn, denoiser, noise_scaling, ms)
     latent = check_latent(fn, latent_or_noise, what="latent_or_noise")
     s = check_sigmas(fn, sigmas, order="descending", min_len=2)
     check_latent_format(fn, latent_format)
+    noise = check_noise(fn, noise)
     ids = item_ids(fn, batch_index, latent.shape[0])
-    if SAMPLER_STEPS[sampler].random and draws_noise(s):
-        key = required_key(fn, key, "sampler 'lcm' draws fresh noise")
+    if noise is None and SAMPLER_STEPS[sampler].noise and draws_noise(s):
+        key = required_key(fn, key, f"sampler {sampler!r} draws fresh noise; or pass noise=")
     else:
         key = None
     if latent.size == 0:
         return jnp.zeros(latent.shape, latent.dtype)
     arrays, denoiser_static = split_denoiser(denoiser)
-    run = Run(fn, sampler, scaling, latent_format=latent_format)
+    run = Run(fn, sampler, scaling, latent_format=latent_format, options=opts)
     out = _sample_kernel(
-        arrays, latent.astype(jnp.float32), s, key, ids, statics=_Statics(denoiser_static, run)
-    )
+        arrays, latent.astype(jnp.float32), s, key, ids, noise, snr_offset_sigma(ms),
+        statics=_Statics(denoiser_static, run),
+    )  # fmt: skip
     return out.astype(latent.dtype)
 
 
@@ -121,15 +169,24 @@ class _Statics(NamedTuple):
     run: Run
 
 
-@functools.partial(jax.jit, static_argnames=("statics",))
+@functools.partial(jax.jit, static_argnames=("statics", "noise"))
 def _sample_kernel(
     arrays: list[jax.Array],
     x: jax.Array,
     sigmas: jax.Array,
     key: jax.Array | None,
     ids: jax.Array,
+    noise: NoiseFn | None,
+    first_sigma: jax.Array | None,
     *,
     statics: _Statics,
 ) -> jax.Array:
     denoiser = join_denoiser(arrays, statics.denoiser)
-    return integrate(statics.run, denoiser, x, sigmas, noise=Noise(key=key, item_ids=ids))
+    return integrate(
+        statics.run,
+        denoiser,
+        x,
+        sigmas,
+        noise=Noise(key=key, item_ids=ids, fn=noise),
+        first_sigma=first_sigma,
+    )

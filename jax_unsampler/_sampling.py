@@ -34,14 +34,28 @@ class _JaxOps:
     log = staticmethod(jnp.log)
     exp = staticmethod(jnp.exp)
     expm1 = staticmethod(jnp.expm1)
+    log1p = staticmethod(jnp.log1p)
     sqrt = staticmethod(jnp.sqrt)
     arccos = staticmethod(jnp.arccos)
     sin = staticmethod(jnp.sin)
+    abs = staticmethod(jnp.abs)
+    sigmoid = staticmethod(jax.nn.sigmoid)
+    minimum = staticmethod(jnp.minimum)
+    maximum = staticmethod(jnp.maximum)
     isfinite = staticmethod(jnp.isfinite)
+    zeros_like = staticmethod(jnp.zeros_like)
 
     @staticmethod
-    def choose(pred: jax.Array, if_true: Callable, if_false: Callable, x: jax.Array) -> jax.Array:
-        return jax.lax.cond(pred, if_true, if_false, x)
+    def choose(pred: jax.Array, if_true: Callable, if_false: Callable, operand: Any) -> Any:
+        return jax.lax.cond(pred, if_true, if_false, operand)
+
+    @staticmethod
+    def scalar(value: Any, like: jax.Array) -> jax.Array:
+        return jnp.asarray(value, jnp.float32)
+
+    @staticmethod
+    def take(table: jax.Array, i: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_index_in_dim(table, i, keepdims=False)
 
     @staticmethod
     def flat(x: jax.Array) -> jax.Array:
@@ -60,25 +74,25 @@ class _JaxOps:
         axes = tuple(range(2, x.ndim))
         return jnp.mean(x, axis=axes, keepdims=True), jnp.std(x, axis=axes, keepdims=True, ddof=1)
 
-    @staticmethod
-    def remember(history: jax.Array, i: jax.Array, denoised: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Store step `i`'s denoised latent in a two-slot ring `(2, *x.shape)`; return the ring
-        and step `i - 1`'s. Carrying the previous latent as its own loop value makes XLA copy
-        each new one into the carry (the old one is still read that step); a ring is updated in
-        place."""
-        slot = i % 2
-        history = jax.lax.dynamic_update_index_in_dim(history, denoised, slot, 0)
-        return history, jax.lax.dynamic_index_in_dim(history, 1 - slot, keepdims=False)
-
 
 JAX_OPS: Any = _JaxOps()  # an `_steps.Ops` (jnp's functions are typed more narrowly)
 
 
 def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -> jax.Array:
     """`denoiser(x, sigma * ones(B))` in float32, checked to return a real array of x's shape."""
+    return _checked(fn, _called(fn, denoiser, x, sigma), x)
+
+
+def call_guided(fn: str, denoiser: Any, x: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A `cfg_denoiser`'s `(guided, unconditional)` predictions (one evaluation), checked."""
+    out = _called(fn, denoiser.with_uncond, x, sigma)
+    return _checked(fn, out[0], x), _checked(fn, out[1], x)
+
+
+def _called(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -> Any:
     batch = x.shape[0]
     try:
-        out = denoiser(x, jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (batch,)))
+        return denoiser(x, jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (batch,)))
     except (TypeError, ValueError) as err:
         if str(err).startswith(f"{fn}:"):
             raise
@@ -88,6 +102,9 @@ def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -
             f"(one noise level per item, k-diffusion's convention; broadcast it as "
             f"sigma.reshape(-1, *[1] * (x.ndim - 1))): {first}"
         ) from err
+
+
+def _checked(fn: str, out: Any, x: jax.Array) -> jax.Array:
     shape = getattr(out, "shape", None)
     if shape is None or tuple(shape) != tuple(x.shape):
         got = type(out).__name__ if shape is None else tuple(shape)
@@ -107,24 +124,50 @@ def item_normal(key: jax.Array, item_ids: jax.Array, item_shape: tuple[int, ...]
 
 
 class Noise(NamedTuple):
-    """Where the randomness comes from: a key (drawn per pass, step and item) or tables of given
-    standard normal draws (the original's torch draws): `rewind` `(passes, steps + 1, B, ...)`
-    and `lcm` `(passes, steps, B, ...)`, each None where not needed."""
+    """Where the randomness comes from.
+
+    - `fn`: the caller's `noise(sigma, sigma_next)` (k-diffusion's `noise_sampler`), used for
+      every draw of the sampler's steps; or
+    - `key` (with `item_ids`): draws per pass, kind, step, call and item (see the module
+      docstring); or
+    - tables of given standard normal draws (the original's torch draws): `rewind`
+      `(passes, steps + 1, B, ...)` and `steps` `(passes, steps, calls, B, ...)`, each None where
+      not needed.
+    """
 
     key: jax.Array | None = None
     item_ids: jax.Array | None = None
     rewind: jax.Array | None = None
-    lcm: jax.Array | None = None
+    steps: jax.Array | None = None
+    fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
-    def draw(self, kind: int, p: jax.Array, i: jax.Array, like: jax.Array) -> jax.Array:
-        table = self.rewind if kind == 0 else self.lcm
+    def draw(self, kind: int, p: jax.Array, i: jax.Array, like: jax.Array, call: int = 0) -> jax.Array:
+        table = self.rewind if kind == 0 else self.steps
         if table is not None:
-            return jax.lax.dynamic_index_in_dim(
+            row = jax.lax.dynamic_index_in_dim(
                 jax.lax.dynamic_index_in_dim(table, p, keepdims=False), i, keepdims=False
             )
+            return row if kind == 0 else row[call]
         assert self.key is not None and self.item_ids is not None
         k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(self.key, p), kind), i)
+        if call:  # a step's first draw keeps the bits it had before steps drew several
+            k = jax.random.fold_in(k, call)
         return item_normal(k, self.item_ids, like.shape[1:])
+
+
+def call_noise(fn: str, noise: Callable, x: jax.Array, sigma: jax.Array, sigma_next: jax.Array) -> jax.Array:
+    """The caller's `noise(sigma, sigma_next)`, checked to return a real array of x's shape."""
+    out = noise(sigma, sigma_next)
+    shape = getattr(out, "shape", None)
+    if shape is None or tuple(shape) != tuple(x.shape):
+        got = type(out).__name__ if shape is None else tuple(shape)
+        raise ValueError(
+            f"{fn}: noise(sigma, sigma_next) must return standard normal noise of the latent's shape "
+            f"{tuple(x.shape)}, got {got}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"{fn}: noise(sigma, sigma_next) must return a real floating array, got {out.dtype}")
+    return jnp.asarray(out).astype(jnp.float32)
 
 
 class Run(NamedTuple):
@@ -138,13 +181,23 @@ class Run(NamedTuple):
     save_all: bool = False  # keep every state (inversion) rather than the last
     skip_equal: bool = False  # a step between equal sigmas calls no denoiser
     latent_format: LatentFormat | None = None
+    options: tuple[tuple[str, Any], ...] = ()  # the sampler's options, defaults filled in
 
 
 def _steps(sigmas: jax.Array, start: jax.Array | int) -> Sigmas:
     n = sigmas.shape[0] - 1
     i = jnp.arange(n)
     prev = jnp.concatenate([sigmas[:1], sigmas[:-2]])
-    return Sigmas(i, prev, sigmas[:-1], sigmas[1:], i == start)
+    return Sigmas(i, prev, sigmas[:-1], sigmas[1:], i == start, jnp.zeros((n,)))
+
+
+def offset_first_sigma(run: Run, sigmas: jax.Array, first_sigma: jax.Array | None) -> jax.Array:
+    """ComfyUI's `offset_first_sigma_for_snr` for the samplers that read the model sampling: a
+    flow model's first sigma at or above 1 (infinite log-SNR) moved to `first_sigma`
+    (`model_sampling.percent_to_sigma(1e-4)`)."""
+    if not SAMPLER_STEPS[run.sampler].model_sampling or run.noise_scaling != "const" or first_sigma is None:
+        return sigmas
+    return sigmas.at[0].set(jnp.where(sigmas[0] >= 1, first_sigma, sigmas[0]))
 
 
 def integrate(
@@ -158,6 +211,7 @@ def integrate(
     noise: Noise | None = None,
     starts: jax.Array | None = None,
     out_dtype: Any = jnp.float32,
+    first_sigma: jax.Array | None = None,
 ) -> jax.Array:
     """Run `run.sampler` along `sigmas` from `x0` (`(B, ...)`, float32, in the latent's space).
 
@@ -166,15 +220,20 @@ def integrate(
     first entry (`x0` is then unused by pass 0); `starts` holds the `run.passes` passes' first
     steps (traced: other rewind settings with as many passes reuse the program). Returns the
     last state, or with `save_all` the `(len(sigmas) * B, ...)` trajectory whose entry 0 is
-    `x0`, in `out_dtype`.
+    `x0`, in `out_dtype`. `first_sigma`: see `offset_first_sigma`.
     """
     noise = Noise() if noise is None else noise
     spec = SAMPLER_STEPS[run.sampler]
+    options = dict(run.options)
     fmt = run.latent_format
     batch = x0.shape[0]
     to_model = (lambda v: v) if fmt is None else fmt.process_in
     to_latent = (lambda v: v) if fmt is None else fmt.process_out
     den = lambda x, s: call_denoiser(run.fn, denoiser, x, s)  # noqa: E731
+    guided = None
+    if callable(getattr(denoiser, "with_uncond", None)):  # a cfg_denoiser (the CFG++ samplers)
+        guided = lambda x, s: call_guided(run.fn, denoiser, x, s)  # noqa: E731
+    step_sigmas = offset_first_sigma(run, sigmas, first_sigma)
     n_steps = sigmas.shape[0] - 1
     mixing = run.blend is not None
     blend_fn = BLENDS[run.blend] if run.blend is not None else None
@@ -199,16 +258,29 @@ def integrate(
             None if norm is None else jnp.where(p == 0, norm, _norms(fresh))
         )
 
-    def one_step(p, x, state, base, out, s: Sigmas, c, w):
+    def context(p: jax.Array, i: jax.Array, x: jax.Array, blend: Callable) -> Context:
+        calls = iter(range(1 << 30))  # the step's draws, in the order it asks for them
+
+        def draw(sigma: jax.Array, sigma_next: jax.Array) -> jax.Array:
+            if noise.fn is not None:
+                return call_noise(run.fn, noise.fn, x, sigma, sigma_next)
+            return noise.draw(1, p, i, x, next(calls))
+
+        return Context(JAX_OPS, den, blend, draw, run.noise_scaling, options, guided)
+
+    def one_step(p, x, state, base, out, s: Sigmas, w):
         z, z_norm = entry(p, s.i, base) if mixing else (None, None)
         if z is not None and run.passes > 1:
             x = jnp.where(s.first, z, x)  # a pass starts at its own first entry
         blend = (lambda v: v) if blend_fn is None else (lambda v: blend_fn(JAX_OPS, z, v, w, z_norm))
-        ctx = Context(JAX_OPS, den, blend, lambda: noise.draw(1, p, s.i, x), run.noise_scaling)
+        ctx = context(p, s.i, x, blend)
+        if run.passes > 1:  # a rewind pass starts afresh: no history from the pass before
+            fresh = spec.init(ctx, x)
+            state = jax.tree.map(lambda a, b: jnp.where(s.first, a, b), fresh, state)
 
         def advance(operand):
             x, state = operand
-            return spec.step(ctx, x, s, state, c)
+            return spec.step(ctx, x, s, state)
 
         if run.skip_equal:
             x, state = jax.lax.cond(s.next == s.sigma, lambda o: o, advance, (x, state))
@@ -220,7 +292,6 @@ def integrate(
             )
         return x, state, out
 
-    history = jnp.zeros((2, *x0.shape), jnp.float32) if spec.history else jnp.zeros((), jnp.float32)
     out0 = None
     if run.save_all:
         out0 = jnp.zeros((sigmas.shape[0] * batch, *x0.shape[1:]), out_dtype)
@@ -228,28 +299,33 @@ def integrate(
     w_all = c1 if c1 is not None else jnp.zeros((n_steps,), jnp.float32)
     if n_steps == 0:
         return out0 if out0 is not None else x0
+    if spec.solve is not None:  # a sampler that chooses its own steps: `sample` only
+        assert not mixing and not run.save_all
+        x = to_model(x0)
+        return to_latent(spec.solve(context(jnp.int32(0), jnp.int32(0), x, lambda v: v), x, step_sigmas))
 
     def one_pass(p: jax.Array, start: jax.Array, x: jax.Array, out: jax.Array | None):
-        steps = _steps(sigmas, start)
-        coeffs = spec.coefficients(JAX_OPS, steps) if spec.coefficients is not None else jnp.zeros((n_steps,))
+        steps = _steps(step_sigmas, start)
         base = x
         if mixing and run.passes == 1:
             x = entry(p, jnp.int32(0), base)[0]
+        state = spec.init(context(p, jnp.int32(0), x, lambda v: v), x)
 
         def body(carry, inp):
             x, state, out = carry
-            s, c, w = inp
+            s, w = inp
+            s = s._replace(all=step_sigmas)
             if run.passes == 1:
-                x, state, out = one_step(p, x, state, base, out, s, c, w)
+                x, state, out = one_step(p, x, state, base, out, s, w)
                 return (x, state, out), None
 
             def active(operand):
                 x, state, out = operand
-                return one_step(p, x, state, base, out, s, c, w)
+                return one_step(p, x, state, base, out, s, w)
 
             return jax.lax.cond(s.i >= start, active, lambda o: o, (x, state, out)), None
 
-        (x, _, out), _ = jax.lax.scan(body, (x, history, out), (steps, coeffs, w_all))
+        (x, _, out), _ = jax.lax.scan(body, (x, state, out), (steps, w_all))
         return x, out
 
     if run.passes == 1:
@@ -273,4 +349,13 @@ def _norms(x: jax.Array) -> jax.Array:
     return item_norm(JAX_OPS, JAX_OPS.flat(x))
 
 
-__all__ = ["JAX_OPS", "Noise", "Run", "call_denoiser", "integrate", "item_normal"]
+__all__ = [
+    "JAX_OPS",
+    "Noise",
+    "Run",
+    "call_denoiser",
+    "call_guided",
+    "call_noise",
+    "integrate",
+    "item_normal",
+]

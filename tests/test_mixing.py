@@ -112,10 +112,10 @@ def _noise_from_draws(r, a):
         k += 1  # pass 0's draw made `noised`
         table = None
         if r["sampler"] == "lcm":
-            table = np.zeros((steps - start, *a["latent"].shape), np.float32)
+            table = np.zeros((steps - start, 1, *a["latent"].shape), np.float32)  # one draw a step
             for i in range(steps - start):
                 if sigmas[start + i + 1] > 0:
-                    table[i] = draws[k]
+                    table[i, 0] = draws[k]
                     k += 1
         out.append((eps, table))
     assert k == len(draws)

@@ -32,7 +32,9 @@ def test_matches_comfyui(case, jit):
 
         def run(x, s, n):
             lcm = Run("sample", "lcm")
-            return integrate(lcm, den, jnp.asarray(x), jnp.asarray(s), noise=Noise(lcm=jnp.asarray(n)[None]))
+            return integrate(
+                lcm, den, jnp.asarray(x), jnp.asarray(s), noise=Noise(steps=jnp.asarray(n)[None, :, None])
+            )
 
         got = (jax.jit(run) if jit else run)(a["x"], a["sigmas"], a["noise"])
     else:

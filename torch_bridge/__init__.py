@@ -8,6 +8,7 @@
 - `inverted_latents_torch`: `jax_unsampler.inverted_latents` around a torch denoiser.
 - `iterative_mixing_sample_torch`: the original iterative mixing sampler's torch-seeded noise
   (noised batch, LCM and rewind draws), with the mixing loop run in JAX around a JAX denoiser.
+- `sample_torch`: `jax_unsampler.sample`'s samplers around a torch denoiser, run in torch.
 - `mixing_sample_torch`: the same mixing around a torch denoiser (a ComfyUI model), the
   package's steps run in torch.
 - `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: the ComfyUI nodes, Batch Unsampler,
@@ -53,6 +54,7 @@ from ._node import BatchUnsamplerJax as BatchUnsamplerJax
 from ._node import batch_unsample_comfy as batch_unsample_comfy
 from ._noise import noised_latents_torch as noised_latents_torch
 from ._noise import torch_noise as torch_noise
+from ._sampling import sample_torch as sample_torch
 from ._stats_node import STATS_NODE_ID as STATS_NODE_ID
 from ._stats_node import LatentBatchStatisticsJax as LatentBatchStatisticsJax
 from ._stats_node import latent_batch_statistics as latent_batch_statistics
@@ -77,6 +79,7 @@ __all__ = [
     "latent_to_jax",
     "latent_with_samples",
     "mixing_sample_torch",
+    "sample_torch",
     "model_sampling_from_comfy",
     "noised_latents_torch",
     "to_jax",

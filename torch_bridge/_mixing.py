@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jax_unsampler._steps import match_normalize
+from jax_unsampler._steps import SAMPLER_STEPS, match_normalize
 
 from ._convert import to_jax, to_torch
 from ._inversion import check_latent_tensor
@@ -120,11 +120,17 @@ def iterative_mixing_sample_torch(
     x = to_jax(x_t)
     noised = ju.noised_latents_from_noise(x, jnp.asarray(s_np), to_jax(first))
     per_pass: list[tuple[Any, Any]] = []
+    per_step = SAMPLER_STEPS[m.run.sampler].draws
     for p, (start, _) in enumerate(m.ranges):
         eps = draw((steps + 1 - start) * shape[0], *shape[1:]).numpy() if p else None
         table = None
-        if m.run.sampler == "lcm":
-            rows = [draw(*shape) if s_np[i + 1] > 0 else torch.zeros(shape) for i in range(start, steps)]
+        if per_step:  # each step's draws, made where the step ends above 0 (the original's LCM order)
+            rows = [
+                torch.stack(
+                    [draw(*shape) if s_np[i + 1] > 0 else torch.zeros(shape) for _ in range(per_step)]
+                )
+                for i in range(start, steps)
+            ]
             table = torch.stack(rows).numpy()
         per_pass.append((eps, table))
     noise = noise_tables(per_pass, m.ranges, steps, shape)
@@ -228,7 +234,8 @@ def mixing_sample_torch(
         x = run_steps(
             fn, m.run.sampler, denoiser, x, sig, start=start, entry=entry, blend=m.run.blend,
             c1=c1.to(device),
-            draw=lambda: draw(*x0.shape), noise_scaling=m.run.noise_scaling, on_state=report,
+            noise=lambda sigma, sigma_next: draw(*x0.shape), noise_scaling=m.run.noise_scaling,
+            options=m.run.options, on_state=report,
         )  # fmt: skip
     if normalize_on_mean:
         x = match_normalize(TORCH_OPS, x, x0)

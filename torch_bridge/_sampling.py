@@ -36,16 +36,38 @@ class _TorchOps:
         return torch.where(cond, _tensor(a, like), _tensor(b, like))
 
     @staticmethod
-    def choose(pred: Any, if_true: Callable, if_false: Callable, x: torch.Tensor) -> torch.Tensor:
-        return if_true(x) if bool(pred) else if_false(x)
+    def choose(pred: Any, if_true: Callable, if_false: Callable, operand: Any) -> Any:
+        return if_true(operand) if bool(pred) else if_false(operand)
 
     log = staticmethod(torch.log)
     exp = staticmethod(torch.exp)
     expm1 = staticmethod(torch.expm1)
+    log1p = staticmethod(torch.log1p)
     sqrt = staticmethod(torch.sqrt)
     arccos = staticmethod(torch.arccos)
     sin = staticmethod(torch.sin)
+    abs = staticmethod(torch.abs)
+    sigmoid = staticmethod(torch.sigmoid)
     isfinite = staticmethod(torch.isfinite)
+    zeros_like = staticmethod(torch.zeros_like)
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> Any:
+        like = a if isinstance(a, torch.Tensor) else b
+        return torch.minimum(_tensor(a, like), _tensor(b, like))
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> Any:
+        like = a if isinstance(a, torch.Tensor) else b
+        return torch.maximum(_tensor(a, like), _tensor(b, like))
+
+    @staticmethod
+    def scalar(value: Any, like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(value, dtype=torch.float32, device=like.device)
+
+    @staticmethod
+    def take(table: Any, i: Any) -> Any:
+        return table[int(i)]
 
     @staticmethod
     def flat(x: torch.Tensor) -> torch.Tensor:
@@ -64,18 +86,16 @@ class _TorchOps:
         axes = tuple(range(2, x.ndim))
         return x.mean(dim=axes, keepdim=True), x.std(dim=axes, keepdim=True, unbiased=True)
 
-    @staticmethod
-    def remember(state: Any, i: Any, denoised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The previous denoised latent is the state (zeros before the first step)."""
-        return denoised, torch.zeros_like(denoised) if state is None else state
-
 
 TORCH_OPS: Any = _TorchOps()  # an `_steps.Ops`
 
 
 def call_denoiser(fn: str, denoiser: TorchDenoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """`denoiser(x, sigma * ones(B))` in float32, checked to return a tensor of x's shape."""
-    out = denoiser(x, sigma.reshape(1).expand(x.shape[0]).to(torch.float32))
+    return _checked(fn, denoiser(x, sigma.reshape(1).expand(x.shape[0]).to(torch.float32)), x)
+
+
+def _checked(fn: str, out: Any, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
@@ -97,28 +117,55 @@ def run_steps(
     entry: Callable[[int], torch.Tensor] | None = None,
     blend: str | None = None,
     c1: torch.Tensor | None = None,
-    draw: Callable[[], torch.Tensor] | None = None,
+    noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     noise_scaling: str = "eps",
+    options: tuple[tuple[str, Any], ...] = (),
     skip_equal: bool = False,
     on_state: Callable[[int, torch.Tensor], None] | None = None,
+    first_sigma: float | None = None,
 ) -> torch.Tensor:
     """One pass of `sampler` over steps `start..len(sigmas)-2` from `x` (float32, model space).
 
     Mixing: `entry(i)` is step `i`'s noised latent (the pass starts from `entry(start)`) and the
-    blend is `blend` with weight `c1[i]`. `draw()` gives a standard normal latent, called only
-    for LCM's steps that end above 0 (the original's draws, in its order). `on_state(i, x)` is
-    called with the state after step `i`.
+    blend is `blend` with weight `c1[i]`. `noise(sigma, sigma_next)` gives a standard normal
+    latent, called as often as the sampler asks (k-diffusion's `noise_sampler`; the original's
+    draws, in its order). `options`: the sampler's options, defaults filled in. `on_state(i, x)`
+    is called with the state after step `i`. `first_sigma`: a flow model's first sigma off 1
+    (`jax_unsampler._sampling.offset_first_sigma`).
     """
     spec = SAMPLER_STEPS[sampler]
     ops = TORCH_OPS
     sig = sigmas.to(device=x.device, dtype=torch.float32)
-    state: Any = None
+    if spec.model_sampling and noise_scaling == "const" and first_sigma is not None and bool(sig[0] >= 1):
+        sig = sig.clone()
+        sig[0] = first_sigma
+    settings = dict(options)
     blend_fn = None if blend is None else BLENDS[blend]
     if entry is not None:
         x = entry(start)
+
+    def no_noise(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"{fn}: sampler {sampler!r} draws noise, and none was given")
+
+    def den(v: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        return call_denoiser(fn, denoiser, v, at)
+
+    guided = None
+    if callable(getattr(denoiser, "with_uncond", None)):  # a guided denoiser (the CFG++ samplers)
+
+        def guided(v: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            d, u = denoiser.with_uncond(v, at.reshape(1).expand(v.shape[0]).to(torch.float32))  # type: ignore[attr-defined]
+            return _checked(fn, d, v), _checked(fn, u, v)
+
+    def context(mix: Callable[[torch.Tensor], torch.Tensor]) -> Context:
+        return Context(ops, den, mix, noise or no_noise, noise_scaling, settings, guided)
+
+    if spec.solve is not None:  # a sampler that chooses its own steps
+        return spec.solve(context(lambda v: v), x, sig)
+    state: Any = spec.init(context(lambda v: v), x)
     n = sig.shape[0] - 1
     for i in range(start, n):
-        s = Sigmas(i, sig[i - 1] if i > start else sig[i], sig[i], sig[i + 1], i == start)
+        s = Sigmas(i, sig[i - 1] if i > start else sig[i], sig[i], sig[i + 1], i == start, sig)
         if skip_equal and bool(s.next == s.sigma):
             if on_state is not None:
                 on_state(i, x)
@@ -129,14 +176,66 @@ def run_steps(
         def mix(v: torch.Tensor, z: Any = z, w: Any = w) -> torch.Tensor:
             return v if blend_fn is None else blend_fn(ops, z, v, w, None)
 
-        def noise(s: Sigmas = s, like: torch.Tensor = x) -> torch.Tensor:
-            if draw is None or not bool(s.next > 0):
-                return torch.zeros_like(like)
-            return draw().to(like.device)
-
-        ctx = Context(ops, lambda v, at: call_denoiser(fn, denoiser, v, at), mix, noise, noise_scaling)
-        coefficients = None if spec.coefficients is None else spec.coefficients(ops, s)
-        x, state = spec.step(ctx, x, s, state, coefficients)
+        x, state = spec.step(context(mix), x, s, state)
         if on_state is not None:
             on_state(i, x)
     return x
+
+
+def sample_torch(
+    denoiser: TorchDenoiser,
+    latent: torch.Tensor,
+    sigmas: Any,
+    *,
+    sampler: str,
+    seed: int | None = None,
+    noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    options: dict[str, Any] | None = None,
+    noise_scaling: str = "eps",
+    model_sampling: Any = None,
+) -> torch.Tensor:
+    """`jax_unsampler.sample` around a torch denoiser: the same steps, run in torch.
+
+    **Arguments:**
+
+    - `denoiser`: `denoiser(x, sigma) -> denoised`, torch tensors, `sigma` of shape `(B,)`.
+    - `latent`: the `(B, ...)` start at `sigmas[0]`.
+    - `sigmas`: descending noise levels (a tensor, an array or a list), at least two.
+    - `sampler`: one of `jax_unsampler.SAMPLE_SAMPLERS` that steps along the sigmas.
+    - `seed`: seeds a `torch.Generator` whose `randn` gives the sampler's draws, in order,
+      where `noise` is not given (required then for the samplers that draw noise).
+    - `noise`: `noise(sigma, sigma_next) -> (B, ...)` standard normal noise (k-diffusion's
+      `noise_sampler`).
+    - `options`: the sampler's options by ComfyUI's names; `noise_scaling`: `"eps"` or
+      `"const"`; `model_sampling`: a `jax_unsampler.ModelSampling` (flow models' first sigma).
+
+    **Returns:** the sampled latent, `latent`'s shape, float32.
+    """
+    import numpy as np
+
+    from jax_unsampler._model_sampling import snr_offset_sigma
+    from jax_unsampler._names import NOISE_SCALINGS, SAMPLE_SAMPLERS
+    from jax_unsampler._steps import sampler_options
+    from jax_unsampler._validation import check_choice
+
+    fn = "sample_torch"
+    sampler = check_choice(fn, "sampler", sampler, SAMPLE_SAMPLERS)
+    opts = sampler_options(fn, sampler, options)
+    check_choice(fn, "noise_scaling", noise_scaling, NOISE_SCALINGS)
+    if not isinstance(latent, torch.Tensor):
+        raise TypeError(f"{fn}: latent must be a torch.Tensor, got {type(latent).__name__}")
+    x = latent.detach().to(torch.float32)
+    sig = torch.as_tensor(np.asarray(sigmas, np.float32), device=x.device)
+    if noise is None and SAMPLER_STEPS[sampler].noise:
+        if seed is None:
+            raise ValueError(f"{fn}: sampler {sampler!r} draws fresh noise: pass seed= or noise=")
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+
+        def noise(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+            return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
+
+    offset = snr_offset_sigma(model_sampling)
+    return run_steps(
+        fn, sampler, denoiser, x, sig, noise=noise, noise_scaling=noise_scaling, options=opts,
+        first_sigma=None if offset is None else float(offset),
+    )  # fmt: skip
