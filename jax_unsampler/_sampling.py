@@ -57,6 +57,8 @@ class _JaxOps:
     def take(table: jax.Array, i: jax.Array) -> jax.Array:
         return jax.lax.dynamic_index_in_dim(table, i, keepdims=False)
 
+    while_loop = staticmethod(jax.lax.while_loop)
+
     @staticmethod
     def flat(x: jax.Array) -> jax.Array:
         return x.reshape(x.shape[0], -1)
@@ -195,7 +197,7 @@ def offset_first_sigma(run: Run, sigmas: jax.Array, first_sigma: jax.Array | Non
     """ComfyUI's `offset_first_sigma_for_snr` for the samplers that read the model sampling: a
     flow model's first sigma at or above 1 (infinite log-SNR) moved to `first_sigma`
     (`model_sampling.percent_to_sigma(1e-4)`)."""
-    if not SAMPLER_STEPS[run.sampler].model_sampling or run.noise_scaling != "const" or first_sigma is None:
+    if not SAMPLER_STEPS[run.sampler].snr_offset or run.noise_scaling != "const" or first_sigma is None:
         return sigmas
     return sigmas.at[0].set(jnp.where(sigmas[0] >= 1, first_sigma, sigmas[0]))
 

@@ -62,6 +62,9 @@ class Ops(Protocol):
     def zeros_like(self, x: Array) -> Array: ...
     def scalar(self, value: Any, like: Array) -> Array: ...  # a float32 0-d array on like's device
     def take(self, table: Array, i: Array) -> Array: ...  # table[i] along axis 0 (i traced)
+    def while_loop(
+        self, cond: Callable[[Any], Array], body: Callable[[Any], Any], init: Any
+    ) -> Any: ...  # lax.while_loop / a Python while
     def flat(self, x: Array) -> Array: ...  # (B, ...) -> (B, n)
     def item_sum(self, x: Array) -> Array: ...  # (B, n) -> (B, 1)
     def column(self, w: Array, batch: int) -> Array: ...  # a scalar or (B,) weight -> (B, 1)
@@ -118,8 +121,9 @@ class Sampler(NamedTuple):
     - `calls`: denoiser calls a step (the docs' table).
     - `draws`: the noise draws a step asks for (0: deterministic; the torch-seeded tables hold
       this many per step).
-    - `model_sampling`: whether it reads the model's sampling (half log-SNR, the first sigma's
-      offset for flow models: the loop applies it).
+    - `model_sampling`: whether it reads the model's sampling (its `_RF` form or half log-SNR
+      for flow models, from `ctx.flow`); `snr_offset`: whether ComfyUI's function moves a flow
+      model's first sigma off 1 first (`offset_first_sigma_for_snr`: the loop applies it).
     - `family`: `"ODE"`, `"ancestral"`, `"SDE"` or `"multistep"`; `order`: its order on the ODE.
     - `fixed_grid`: steps along the given sigmas (False: ComfyUI's DPM-Solver wrappers, which
       choose their own, so `sample` only); such a sampler's `solve(ctx, x, sigmas) -> x` runs
@@ -134,6 +138,7 @@ class Sampler(NamedTuple):
     calls: int = 1
     draws: int = 0
     model_sampling: bool = False
+    snr_offset: bool = False
     family: str = "ODE"
     order: int = 1
     fixed_grid: bool = True

@@ -19,7 +19,15 @@ Shared rules:
 
 from __future__ import annotations
 
-from . import _steps_ancestral, _steps_multistep, _steps_ode
+from . import (
+    _steps_ancestral,
+    _steps_dpm_solver,
+    _steps_multistep,
+    _steps_ode,
+    _steps_sa_solver,
+    _steps_sde,
+    _steps_unipc,
+)
 from ._step_base import (
     Array,
     Context,
@@ -39,6 +47,10 @@ SAMPLER_STEPS: dict[str, Sampler] = {
     **_steps_ode.SAMPLERS,
     **_steps_multistep.SAMPLERS,
     **_steps_ancestral.SAMPLERS,
+    **_steps_sde.SAMPLERS,
+    **_steps_sa_solver.SAMPLERS,
+    **_steps_unipc.SAMPLERS,
+    **_steps_dpm_solver.SAMPLERS,
 }
 """The sampler of each name (the keys of `_names.SAMPLER_FAMILIES`)."""
 

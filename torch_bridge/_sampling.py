@@ -70,6 +70,13 @@ class _TorchOps:
         return table[int(i)]
 
     @staticmethod
+    def while_loop(cond: Callable[[Any], Any], body: Callable[[Any], Any], init: Any) -> Any:
+        state = init
+        while bool(cond(state)):
+            state = body(state)
+        return state
+
+    @staticmethod
     def flat(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1)
 
@@ -136,7 +143,7 @@ def run_steps(
     spec = SAMPLER_STEPS[sampler]
     ops = TORCH_OPS
     sig = sigmas.to(device=x.device, dtype=torch.float32)
-    if spec.model_sampling and noise_scaling == "const" and first_sigma is not None and bool(sig[0] >= 1):
+    if spec.snr_offset and noise_scaling == "const" and first_sigma is not None and bool(sig[0] >= 1):
         sig = sig.clone()
         sig[0] = first_sigma
     settings = dict(options)
