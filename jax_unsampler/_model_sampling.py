@@ -462,6 +462,29 @@ SNR_OFFSET_PERCENT = 1e-4
 log-SNR) becomes `percent_to_sigma(1e-4)` for the samplers that read the model sampling."""
 
 
+def percent_to_sigma(ms: ModelSampling, percent: float) -> jax.Array:
+    """The sigma at `percent` of the way through the model's schedule (ComfyUI's
+    `model_sampling.percent_to_sigma`): the top sigma's stand-in at 0 (1 for rectified flow,
+    else 999999999.9), 0 at 1; `percent` a static Python float."""
+    flow = ms.parameterisation in ("discrete_flow", "flux")
+    if percent <= 0.0:
+        return jnp.float32(1.0 if flow else 999999999.9)
+    if percent >= 1.0:
+        return jnp.float32(0.0)
+    t = jnp.float32(1.0 - percent)
+    if ms.parameterisation == "discrete":
+        return ms.sigma(jnp.float32((1.0 - percent) * 999.0))
+    if ms.parameterisation == "discrete_flow":
+        return _time_snr_shift(ms.shift, t)
+    if ms.parameterisation == "flux":
+        return _flux_sigma(ms, t)
+    if ms.parameterisation == "stable_cascade":
+        return ms.sigma(t)
+    # The continuous models: log-linear between the table's ends.
+    lo = jnp.log(ms.sigma_min)
+    return jnp.exp((jnp.log(ms.sigma_max) - lo) * t + lo)
+
+
 def snr_offset_sigma(ms: ModelSampling | None) -> jax.Array | None:
     """`ms.percent_to_sigma(SNR_OFFSET_PERCENT)` for the rectified-flow (CONST) parameterisations,
     as ComfyUI computes it; None for the others (their first sigma is never moved)."""

@@ -22,7 +22,10 @@ A step gets from its `Context`:
   sampling or inverting);
 - `options`: the sampler's options, ComfyUI's names, defaults filled in;
 - `noise_scaling`: `"eps"`, or `"const"` for rectified-flow (CONST) models, where ComfyUI's
-  samplers take their `_RF` forms and their half log-SNR is `log((1 - sigma) / sigma)`.
+  samplers take their `_RF` forms and their half log-SNR is `log((1 - sigma) / sigma)`;
+- `percent_sigma(percent)`: the model sampling's sigma at a (static) percent of its schedule
+  (ComfyUI's `percent_to_sigma`), for the samplers that read it (sa_solver's tau interval);
+  without a model sampling it refuses in one line, naming the function and the sampler.
 
 For the samplers that read the model sampling (`Sampler.model_sampling`), the loop moves a
 flow model's first sigma off 1 as ComfyUI's `offset_first_sigma_for_snr` does, before the
@@ -65,6 +68,9 @@ class Ops(Protocol):
     def while_loop(
         self, cond: Callable[[Any], Array], body: Callable[[Any], Any], init: Any
     ) -> Any: ...  # lax.while_loop / a Python while
+    def fori_loop(
+        self, n: int, body: Callable[[Array, Any], Any], init: Any
+    ) -> Any: ...  # lax.fori_loop over a static count (a scan: reverse-differentiable) / a for loop
     def flat(self, x: Array) -> Array: ...  # (B, ...) -> (B, n)
     def item_sum(self, x: Array) -> Array: ...  # (B, n) -> (B, 1)
     def column(self, w: Array, batch: int) -> Array: ...  # a scalar or (B,) weight -> (B, 1)
@@ -94,6 +100,7 @@ class Context(NamedTuple):
     noise_scaling: str = "eps"
     options: Mapping[str, Any] = {}
     den_uncond: Callable[[Array, Array], tuple[Array, Array]] | None = None
+    percent_sigma: Callable[[float], Array] | None = None
 
     def guided(self, x: Array, sigma: Array) -> tuple[Array, Array]:
         """`(denoised, uncond)` (see the module docstring)."""
@@ -108,6 +115,18 @@ class Context(NamedTuple):
         return self.noise_scaling == "const"
 
 
+def no_model_sampling(fn: str, sampler: str) -> Callable[[float], Array]:
+    """`Context.percent_sigma` where no model sampling was given: a one-line refusal."""
+
+    def refuse(percent: float) -> Array:
+        raise ValueError(
+            f"{fn}: sampler {sampler!r} reads the model's sampling (the sigma at {percent:g} of its "
+            f"schedule): pass model_sampling= (e.g. jax_unsampler.preset('sd15').model_sampling)"
+        )
+
+    return refuse
+
+
 def no_state(ctx: Context, x: Array) -> Array:
     """The state of a sampler that keeps none."""
     return ctx.ops.scalar(0.0, x)
@@ -117,7 +136,9 @@ class Sampler(NamedTuple):
     """A sampler: its step, its state, its options and what it needs (the registry's entry).
 
     - `step(ctx, x, s, state) -> (x_next, state)`; `init(ctx, x) -> state` (any pytree).
-    - `options`: `(name, default)` pairs, ComfyUI's names and defaults (static).
+    - `options`: `(name, default)` pairs, ComfyUI's names and defaults (static); `choices`:
+      `(name, values)` pairs, the values an option may take where not every value of its type
+      works (a tuple, or a `range` of ints), refused otherwise before anything runs.
     - `calls`: denoiser calls a step (the docs' table).
     - `draws`: the noise draws a step asks for (0: deterministic; the torch-seeded tables hold
       this many per step).
@@ -130,6 +151,13 @@ class Sampler(NamedTuple):
       the whole solve (a `lax.while_loop` where it adapts its steps) and its `step` is unused.
     - `blend_before_noise`: mixing blends between denoising and re-noising (LCM's place in the
       original); otherwise after the step.
+    - `steps_from_zero`: its own formula takes a step from sigma 0 (inversion's first), the
+      slope there at `INVERSION_ZERO_SIGMA` (euler, heun, dpmpp_2m). For the others (whose
+      formulas read `log sigma` or a midpoint) inversion's loop makes that step Euler's, leaves
+      the state as `init` made it and starts the history at the next step (`Sigmas.first`).
+    - `invertible`: a deterministic fixed-grid sampler whose formulas hold on an ascending
+      schedule too (inversion's): False where they read the schedule's ends as a descending
+      one's (heunpp2 weighs by its first sigma, 0 in inversion).
     """
 
     step: Callable[[Context, Array, Sigmas, Any], tuple[Array, Any]]
@@ -144,6 +172,9 @@ class Sampler(NamedTuple):
     fixed_grid: bool = True
     blend_before_noise: bool = False
     solve: Callable[[Context, Array, Array], Array] | None = None
+    steps_from_zero: bool = False
+    choices: tuple[tuple[str, Any], ...] = ()
+    invertible: bool = True
 
     @property
     def noise(self) -> bool:
@@ -172,11 +203,16 @@ def apply_noise(x: Array, scaled_noise: Array, sigma: Array, scaling: str) -> Ar
 
 
 def ancestral_step(ops: Ops, sigma_from: Array, sigma_to: Array, eta: float) -> tuple[Array, Array]:
-    """k-diffusion's `get_ancestral_step`: `(sigma_down, sigma_up)` of an ancestral step."""
+    """k-diffusion's `get_ancestral_step`, `(sigma_down, sigma_up)`, as its Python arithmetic gives
+    them: `up` by Python's `min` (`sigma_to` where the other value is NaN: an infinite `sigma_from`,
+    a flow model's sigma 1 in CFG++'s `sigma / alpha` scale), and `down` exactly 0 where `up` is
+    `sigma_to` (`eta` above 1), which a fused `sigma_to^2 - up^2` would round to +-1e-8 (NaN or a
+    nonzero `down` under `jit`): `down^2 = (sigma_to - up) (sigma_to + up)`."""
     if not eta:
         return sigma_to, ops.zeros_like(sigma_to)
-    up = ops.minimum(sigma_to, eta * ops.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2))
-    return ops.sqrt(sigma_to**2 - up**2), up
+    up = eta * ops.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2)
+    up = ops.where(up < sigma_to, up, sigma_to)
+    return ops.sqrt((sigma_to - up) * (sigma_to + up)), up
 
 
 def half_log_snr(ctx: Context, sigma: Array) -> Array:

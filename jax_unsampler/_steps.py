@@ -9,8 +9,8 @@ it, and the name tables of `_names` list its keys.
 Shared rules:
 
 - The slope `d(x, sigma) = (x - D(x, sigma)) / sigma` is evaluated at `INVERSION_ZERO_SIGMA`
-  where `sigma` is 0 (the ODE's 0/0), and that slope is used over the whole step: a step that
-  starts at sigma 0 is an Euler step whatever the sampler.
+  where `sigma` is 0 (the ODE's 0/0): inversion's first step. The samplers whose formulas
+  cannot start there take the Euler step instead (`Sampler.steps_from_zero`).
 - `blend` is the mixing sampler's blend with the step's noised entry (the identity when
   sampling or inverting): after the step, or, for the samplers that re-noise
   (`Sampler.blend_before_noise`), between denoising and re-noising, as ComfyUI-Iterative-Mixer
@@ -38,6 +38,7 @@ from ._step_base import (
     apply_noise,
     at_sigma,
     half_log_snr,
+    no_model_sampling,
     no_state,
     sigma_of_half_log_snr,
     to_d,
@@ -84,13 +85,23 @@ def sampler_options(fn: str, sampler: str, options: object) -> tuple[tuple[str, 
                 f"{fn}: {sampler} option {name!r} must be a Python {type(default).__name__} "
                 f"(static), got {value!r}"
             )
+    for name, values in spec.choices:
+        value = given.get(name, defaults[name])
+        if value not in values:
+            valid = (
+                f"an int from {values.start} to {values.stop - 1}"
+                if isinstance(values, range)
+                else "one of " + ", ".join(repr(v) for v in values)
+            )
+            raise ValueError(f"{fn}: {sampler} option {name!r} must be {valid}, got {value!r}")
     merged = {**defaults, **given}
     return tuple(sorted((k, float(v) if isinstance(defaults[k], float) else v) for k, v in merged.items()))
 
 
 __all__ = [
     "Array", "BLENDS", "Context", "Ops", "SAMPLER_STEPS", "Sampler", "Sigmas", "ancestral_step",
-    "apply_noise", "at_sigma", "half_log_snr", "match_normalize", "no_state", "sampler_options",
+    "apply_noise", "at_sigma", "half_log_snr", "match_normalize", "no_model_sampling", "no_state",
+    "sampler_options",
     "sigma_of_half_log_snr", "to_d",
 ]  # fmt: skip
 

@@ -24,7 +24,7 @@ def test_sample_equals_comfyuis_function(comfy, name, model):
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
-@pytest.mark.parametrize("name", [n for n in IMPLEMENTED if SAMPLER_STEPS[n].fixed_grid])
+@pytest.mark.parametrize("name", IMPLEMENTED)
 def test_sample_torch_equals_comfyuis_function(comfy, name, model):
     expected = comfyui_sample(comfy, name, model)
     assert_close(torch_sample(comfy, name, model), expected, f"{name} (torch) on {model}")
