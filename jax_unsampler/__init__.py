@@ -36,6 +36,7 @@ _EXPORTS = {
             "NOISE_SCALINGS",
             "PARAMETERISATIONS",
             "SAMPLE_SAMPLERS",
+            "SAVES",
             "SAMPLERS",
             "SCHEDULERS",
             "SEED_MAX",
@@ -44,6 +45,7 @@ _EXPORTS = {
     ),  # fmt: skip
     **dict.fromkeys(("CFGDenoiser", "ModelDenoiser", "cfg_denoiser", "denoiser_from_model"), "_denoisers"),
     "key_from_seed": "_keys",
+    "brownian_noise": "_brownian",
     "inverted_latents": "_inversion",
     **dict.fromkeys(("blend", "blending_schedule"), "_blending"),
     "iterative_mixing_sample": "_mixing",
@@ -65,6 +67,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from ._blending import blend as blend
     from ._blending import blending_schedule as blending_schedule
+    from ._brownian import brownian_noise as brownian_noise
     from ._denoisers import CFGDenoiser as CFGDenoiser
     from ._denoisers import ModelDenoiser as ModelDenoiser
     from ._denoisers import cfg_denoiser as cfg_denoiser
@@ -94,6 +97,7 @@ if TYPE_CHECKING:
     from ._names import PARAMETERISATIONS as PARAMETERISATIONS
     from ._names import SAMPLE_SAMPLERS as SAMPLE_SAMPLERS
     from ._names import SAMPLERS as SAMPLERS
+    from ._names import SAVES as SAVES
     from ._names import SCHEDULERS as SCHEDULERS
     from ._names import SEED_MAX as SEED_MAX
     from ._node_sigmas import unsampler_sigmas as unsampler_sigmas

@@ -9,6 +9,7 @@ follow the original node pack's code; its quirks are kept (see the mixing guide)
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -19,10 +20,19 @@ from jax.typing import ArrayLike
 from ._blending import schedule_for
 from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
 from ._latent_format import LatentFormat
+from ._model_sampling import ModelSampling, snr_offset_sigma
 from ._names import BLENDING_FUNCTIONS, BLENDING_SCHEDULES, MIXING_SAMPLERS
-from ._samplers import default_noise_scaling, draws_noise, item_ids, required_key
+from ._samplers import (
+    NoiseFn,
+    check_model_sampling,
+    check_noise,
+    default_noise_scaling,
+    draws_noise,
+    item_ids,
+    required_key,
+)
 from ._sampling import JAX_OPS, Noise, Run, integrate
-from ._steps import SAMPLER_STEPS, match_normalize
+from ._steps import SAMPLER_STEPS, match_normalize, sampler_options
 from ._validation import (
     check_choice,
     check_denoiser,
@@ -103,8 +113,9 @@ class Mixing(NamedTuple):
     sigmas: jax.Array  # float32, descending
     noised: jax.Array | None
     ranges: list[tuple[int, int]]
-    draws: bool  # whether noise is drawn inside (LCM, rewind passes)
+    draws: bool  # whether the sampler draws noise (some step ends above 0)
     run: Run
+    model_sampling: ModelSampling | None
 
 
 def check_mixing(
@@ -123,13 +134,17 @@ def check_mixing(
     normalize_on_mean: object,
     noise_scaling: str | None = None,
     latent_format: LatentFormat | None = None,
+    options: Any = None,
+    model_sampling: Any = None,
 ) -> Mixing:
     """Validate the mixing settings (the JAX function's and the torch functions' one path)."""
     sampler = check_choice(fn, "sampler", sampler, MIXING_SAMPLERS)
+    opts = sampler_options(fn, sampler, options)
     check_choice(fn, "blending_schedule", blending_schedule, BLENDING_SCHEDULES)
     blend = check_choice(fn, "blending_function", blending_function, BLENDING_FUNCTIONS)
     check_denoiser(fn, denoiser)
-    scaling = default_noise_scaling(fn, denoiser, noise_scaling)
+    ms = check_model_sampling(fn, denoiser, model_sampling)
+    scaling = default_noise_scaling(fn, denoiser, noise_scaling, ms)
     x = check_latent(fn, latent)
     s = check_sigmas(fn, sigmas, order="descending", min_len=2)
     check_latent_format(fn, latent_format)
@@ -160,9 +175,9 @@ def check_mixing(
             f"{fn}: the logistic blending schedule needs at least 2 steps (3 sigmas), got {steps}"
         )
     ranges = rewind_ranges(steps, lo, hi) if rewind else [(0, steps)]
-    draws = len(ranges) > 1 or (SAMPLER_STEPS[sampler].noise and draws_noise(s))
-    run = Run(fn, sampler, scaling, blend=blend, passes=len(ranges), latent_format=latent_format)
-    return Mixing(x, s, z, ranges, draws, run)
+    draws = SAMPLER_STEPS[sampler].noise and draws_noise(s)
+    run = Run(fn, sampler, scaling, blend, len(ranges), latent_format=latent_format, options=opts)
+    return Mixing(x, s, z, ranges, draws, run, ms)
 
 
 def iterative_mixing_sample(
@@ -188,15 +203,20 @@ def iterative_mixing_sample(
     batch_index: ArrayLike | None = None,
     noise_scaling: str | None = None,
     latent_format: LatentFormat | None = None,
+    options: Mapping[str, Any] | None = None,
+    noise: NoiseFn | None = None,
+    model_sampling: ModelSampling | None = None,
 ) -> jax.Array:
     """ComfyUI-Iterative-Mixer's iterative mixing sampler, for any batch and latent rank.
 
     The path starts at `noised[:B]` (the noisiest entry), and after sampler step `i` (from
     `sigmas[i]` to `sigmas[i+1]`) blends the latent with `noised`'s entry `i` (noised at
     `sigmas[i]`): `x <- blend(blending_function, z'[i], x, c1[i])`, `c1 =
-    blending_schedule(...)` for `len(sigmas) - 1` steps. Samplers as the original's:
-    `"euler"`, `"heun"` and `"dpmpp_2m"` (k-diffusion steps, then the blend), `"lcm"` (the blend
-    of the denoised latent, then its re-noising at `sigmas[i+1]` while that is > 0). With
+    blending_schedule(...)` for `len(sigmas) - 1` steps. Every sampler of `MIXING_SAMPLERS`
+    (ComfyUI's, all that step along the given sigmas), the blend placed as the original places
+    it: after the step for the ODE and multistep samplers (its `"euler"`, `"heun"`,
+    `"dpmpp_2m"`), and for the samplers that re-noise (ancestral, SDE: its `"lcm"`) between
+    the denoising and the fresh noise (see the samplers' table in the docs). With
     `rewind`, the steps run again from the starts of `geometric_ranges` (`rewind_min`,
     `rewind_max`), each pass on a fresh batch `x + sigma * eps` noised from the previous
     pass's result. With `normalize_on_mean`, the result gets `latent`'s per-channel mean and std.
@@ -219,6 +239,7 @@ def iterative_mixing_sample(
       batch_index=batch_index)`.
     - `sampler`, `blending_schedule`, `blending_function`: names (static); see
       `MIXING_SAMPLERS`, `BLENDING_SCHEDULES`, `BLENDING_FUNCTIONS`.
+    - `options`: the sampler's options by ComfyUI's names (static), as for `sample`.
     - `alpha_1`, `start_blending_at_pct`, `stop_blending_at_pct`, `clamp_blending_at_pct`,
       `blend_min`, `blend_max`: the schedule's settings (values), see `blending_schedule`.
     - `rewind`, `rewind_min`, `rewind_max`: rewind passes; `0 <= rewind_min < rewind_max <= 1`,
@@ -227,8 +248,13 @@ def iterative_mixing_sample(
     - `normalize_on_mean`: match the result's per-channel statistics to `latent`'s (needs 3
       or more dimensions).
     - `key`: the PRNG key of the noise drawn inside: the noised batch when `noised` is None, and
-      from `fold_in(key, MIX_STREAM)` LCM's per-step noise and rewind's batches, per pass, step
-      and item; required exactly when some is drawn.
+      from `fold_in(key, MIX_STREAM)` the sampler's fresh noise (where `noise` is not given)
+      and rewind's batches, per pass, step, draw and item; required exactly when some is drawn.
+    - `noise`: `noise(sigma, sigma_next) -> (B, ...)` standard normal noise for the sampler's
+      own draws (k-diffusion's `noise_sampler`), as for `sample`; the noised batch and rewind's
+      batches still come from `key`.
+    - `model_sampling`: the model's `ModelSampling`, for the samplers that read it (as for
+      `sample`); default: the denoiser's, when it comes from `denoiser_from_model`.
     - `batch_index`: each item's index for its draws (default `0..B-1`): item `b` alone with
       `batch_index=[b]` (and its rows of `noised`) equals item `b` of the batch.
     - `noise_scaling`: how LCM re-noises (`"eps"`, the original's, or `"const"`); default: the
@@ -243,13 +269,16 @@ def iterative_mixing_sample(
         fn, denoiser, latent, sigmas, noised, sampler=sampler, blending_schedule=blending_schedule,
         blending_function=blending_function, rewind=rewind, rewind_min=rewind_min, rewind_max=rewind_max,
         normalize_on_mean=normalize_on_mean, noise_scaling=noise_scaling, latent_format=latent_format,
+        options=options, model_sampling=model_sampling,
     )  # fmt: skip
+    noise = check_noise(fn, noise)
     ids = item_ids(fn, batch_index, m.latent.shape[0])
     if m.noised is None:
         key = required_key(fn, key, "noised=None builds the noised batch from it")
-    elif m.draws:
-        why = "rewind draws fresh noised batches" if len(m.ranges) > 1 else "sampler 'lcm' draws fresh noise"
-        key = required_key(fn, key, why)
+    elif len(m.ranges) > 1:
+        key = required_key(fn, key, "rewind draws fresh noised batches")
+    elif m.draws and noise is None:
+        key = required_key(fn, key, f"sampler {m.run.sampler!r} draws fresh noise; or pass noise=")
     else:
         key = None
     c1 = schedule_for(
@@ -270,10 +299,11 @@ def iterative_mixing_sample(
     starts = jnp.asarray([start for start, _ in m.ranges], jnp.int32)
     draw_key = None if key is None else jax.random.fold_in(key, MIX_STREAM)
     x = m.latent.astype(jnp.float32)
-    noise = Noise(key=draw_key, item_ids=ids)
+    draws = Noise(key=draw_key, item_ids=ids)
     out = mixing_kernel(
-        arrays, x, m.sigmas, noised_arr.astype(jnp.float32), c1, noise, starts, statics=statics
-    )
+        arrays, x, m.sigmas, noised_arr.astype(jnp.float32), c1, draws, starts, m.model_sampling,
+        statics=statics, noise=noise,
+    )  # fmt: skip
     return out.astype(m.latent.dtype)
 
 
@@ -295,28 +325,40 @@ def mix(
     noise: Noise,
     starts: jax.Array,
     normalize_on_mean: bool,
+    model_sampling: ModelSampling | None = None,
 ) -> jax.Array:
     """The mixing loop on checked float32 arrays (inside a trace): the kernel's body, and the
     torch twin's with the original's draws as `noise` tables."""
-    x = integrate(run, denoiser, latent, sigmas, noised=noised, c1=c1, noise=noise, starts=starts)
+    x = integrate(
+        run, denoiser, latent, sigmas, noised=noised, c1=c1, noise=noise, starts=starts,
+        first_sigma=snr_offset_sigma(model_sampling), model_sampling=model_sampling,
+    )  # fmt: skip
     return match_normalize(JAX_OPS, x, latent) if normalize_on_mean else x
 
 
-@functools.partial(jax.jit, static_argnames=("statics",))
+@functools.partial(jax.jit, static_argnames=("statics", "noise"))
 def mixing_kernel(
     arrays: list[jax.Array],
     latent: jax.Array,
     sigmas: jax.Array,
     noised: jax.Array,
     c1: jax.Array,
-    noise: Noise,
+    draws: Noise,
     starts: jax.Array,
+    model_sampling: ModelSampling | None = None,
     *,
     statics: MixingStatics,
+    noise: NoiseFn | None = None,
 ) -> jax.Array:
-    """The jitted mixing loop: keyed draws (the public function) or given tables (torch's)."""
+    """The jitted mixing loop: keyed draws (the public function) or given tables (torch's), or
+    the caller's `noise(sigma, sigma_next)` for the sampler's own."""
     denoiser = join_denoiser(arrays, statics.denoiser)
-    return mix(statics.run, denoiser, latent, sigmas, noised, c1, noise, starts, statics.normalize_on_mean)
+    if noise is not None:
+        draws = draws._replace(fn=noise)
+    return mix(
+        statics.run, denoiser, latent, sigmas, noised, c1, draws, starts, statics.normalize_on_mean,
+        model_sampling,
+    )  # fmt: skip
 
 
 def noise_tables(

@@ -54,14 +54,23 @@ MODES = ("node", "model")
 the model at each of its own sigmas (its noise scaling, in the latent format's space)."""
 
 SAMPLE_SAMPLERS = SAMPLERS
-"""The samplers of `sample`: every name of ComfyUI's (one step each, `_steps.SAMPLER_STEPS`)."""
+"""The samplers of `sample`: every name of ComfyUI's (`_steps.SAMPLER_STEPS`)."""
 
-MIXING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "lcm")
-"""The samplers of `sample` and `iterative_mixing_sample` (ComfyUI's names; one step each, in
-`_steps.py`, shared with inversion and the torch functions)."""
+MIXING_SAMPLERS = tuple(name for name in SAMPLERS if name not in ("dpm_fast", "dpm_adaptive"))
+"""The samplers of `iterative_mixing_sample`: every one that steps along the given sigmas (all
+but ComfyUI's DPM-Solver wrappers, which choose their own steps)."""
 
-INVERSION_SAMPLERS = ("euler", "heun", "dpmpp_2m")
-"""The samplers `inverted_latents` runs up the probability-flow ODE: the deterministic ones."""
+INVERSION_SAMPLERS = (
+    "euler", "euler_cfg_pp", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+    "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "gradient_estimation",
+    "gradient_estimation_cfg_pp", "ddim", "uni_pc", "uni_pc_bh2",
+)  # fmt: skip
+"""The samplers `inverted_latents` runs up the probability-flow ODE: the deterministic ones that
+step along the given sigmas (but heunpp2, whose weights read a descending schedule's first
+sigma), in ComfyUI's order."""
+
+SAVES = ("final", "trajectory")
+"""What `sample` keeps (its `save=`): the last latent, or every step's (the trajectory)."""
 
 INVERSION_SOLVERS = INVERSION_SAMPLERS
 """The former name of `INVERSION_SAMPLERS` (inversion's `solver=` is now `sampler=`)."""

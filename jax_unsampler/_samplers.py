@@ -18,7 +18,7 @@ from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoi
 from ._keys import canonical_key
 from ._latent_format import LatentFormat
 from ._model_sampling import ModelSampling, noise_scaling_of, snr_offset_sigma
-from ._names import MIXING_SAMPLERS, NOISE_SCALINGS, SAMPLE_SAMPLERS
+from ._names import MIXING_SAMPLERS, NOISE_SCALINGS, SAMPLE_SAMPLERS, SAVES
 from ._sampling import Noise, Run, integrate
 from ._steps import SAMPLER_STEPS, sampler_options
 from ._validation import (
@@ -100,6 +100,7 @@ def sample(
     options: Mapping[str, Any] | None = None,
     noise: NoiseFn | None = None,
     model_sampling: ModelSampling | None = None,
+    save: str = "final",
 ) -> jax.Array:
     """Sample along `sigmas` with one of ComfyUI's samplers (no mixing).
 
@@ -133,14 +134,24 @@ def sample(
       draw none.
     - `model_sampling`: the model's `ModelSampling` (e.g. `preset("sd3").model_sampling`), read
       by the samplers that need it (a flow model's first sigma off 1, as ComfyUI's
-      `offset_first_sigma_for_snr`); default: the denoiser's, when it comes from
-      `denoiser_from_model`.
+      `offset_first_sigma_for_snr`; sa_solver's tau interval, for which it is required);
+      default: the denoiser's, when it comes from `denoiser_from_model`.
+    - `save`: what the loop keeps (diffrax's `SaveAt`), one of `SAVES`: `"final"`, the last
+      latent; `"trajectory"`, every step's, `(len(sigmas) * B, ...)` step-major, entry 0 the
+      start, as `inverted_latents` lays its own (the samplers that step along the sigmas).
 
-    **Returns:** the sampled latent, `latent_or_noise`'s shape and dtype (computed in float32).
+    **Returns:** the sampled latent (or its trajectory), in `latent_or_noise`'s dtype: computed
+    in float32, or in float64 for a float64 latent with x64 on (`jax_enable_x64`).
     """
     fn = "sample"
     sampler = check_choice(fn, "sampler", sampler, SAMPLE_SAMPLERS)
     opts = sampler_options(fn, sampler, options)
+    save = check_choice(fn, "save", save, SAVES)
+    if save == "trajectory" and not SAMPLER_STEPS[sampler].fixed_grid:
+        raise ValueError(
+            f"{fn}: save='trajectory' keeps a state at each of the given sigmas, and sampler "
+            f"{sampler!r} chooses its own steps; use save='final', or a sampler of MIXING_SAMPLERS"
+        )
     check_denoiser(fn, denoiser)
     ms = check_model_sampling(fn, denoiser, model_sampling)
     scaling = default_noise_scaling(fn, denoiser, noise_scaling, ms)
@@ -153,20 +164,31 @@ def sample(
         key = required_key(fn, key, f"sampler {sampler!r} draws fresh noise; or pass noise=")
     else:
         key = None
+    trajectory = save == "trajectory"
     if latent.size == 0:
-        return jnp.zeros(latent.shape, latent.dtype)
+        rows = s.shape[0] * latent.shape[0] if trajectory else latent.shape[0]
+        return jnp.zeros((rows, *latent.shape[1:]), latent.dtype)
+    dtype = compute_dtype(latent)
+    if dtype != jnp.float32:  # the sigmas as given, not rounded to float32
+        s = jnp.asarray(sigmas, dtype)
     arrays, denoiser_static = split_denoiser(denoiser)
-    run = Run(fn, sampler, scaling, latent_format=latent_format, options=opts)
+    run = Run(fn, sampler, scaling, save_all=trajectory, latent_format=latent_format, options=opts)
     out = _sample_kernel(
-        arrays, latent.astype(jnp.float32), s, key, ids, noise, snr_offset_sigma(ms),
-        statics=_Statics(denoiser_static, run),
+        arrays, latent.astype(dtype), s, key, ids, noise, snr_offset_sigma(ms), ms,
+        statics=_Statics(denoiser_static, run, latent.dtype),
     )  # fmt: skip
     return out.astype(latent.dtype)
+
+
+def compute_dtype(latent: jax.Array) -> Any:
+    """float64 for a float64 latent (only with x64 on), else float32 (parity's precision)."""
+    return jnp.float64 if latent.dtype == jnp.float64 else jnp.float32
 
 
 class _Statics(NamedTuple):
     denoiser: DenoiserStatic
     run: Run
+    out_dtype: Any
 
 
 @functools.partial(jax.jit, static_argnames=("statics", "noise"))
@@ -178,6 +200,7 @@ def _sample_kernel(
     ids: jax.Array,
     noise: NoiseFn | None,
     first_sigma: jax.Array | None,
+    ms: ModelSampling | None,
     *,
     statics: _Statics,
 ) -> jax.Array:
@@ -189,4 +212,6 @@ def _sample_kernel(
         sigmas,
         noise=Noise(key=key, item_ids=ids, fn=noise),
         first_sigma=first_sigma,
+        model_sampling=ms,
+        out_dtype=statics.out_dtype,
     )

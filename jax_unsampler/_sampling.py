@@ -17,6 +17,7 @@ depends only on the key, its index and the settings, never on the batch it sits 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,7 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from ._latent_format import LatentFormat
-from ._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas, item_norm
+from ._model_sampling import ModelSampling, percent_to_sigma
+from ._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas, item_norm, no_model_sampling
+
+EULER = SAMPLER_STEPS["euler"].step
+"""Inversion's step from sigma 0 for the samplers that cannot take one (`Sampler.steps_from_zero`)."""
 
 
 class _JaxOps:
@@ -51,13 +56,17 @@ class _JaxOps:
 
     @staticmethod
     def scalar(value: Any, like: jax.Array) -> jax.Array:
-        return jnp.asarray(value, jnp.float32)
+        return jnp.asarray(value, like.dtype if jnp.issubdtype(like.dtype, jnp.floating) else jnp.float32)
 
     @staticmethod
     def take(table: jax.Array, i: jax.Array) -> jax.Array:
         return jax.lax.dynamic_index_in_dim(table, i, keepdims=False)
 
     while_loop = staticmethod(jax.lax.while_loop)
+
+    @staticmethod
+    def fori_loop(n: int, body: Callable, init: Any) -> Any:
+        return jax.lax.fori_loop(0, n, lambda i, c: body(i.astype(jnp.float32), c), init)
 
     @staticmethod
     def flat(x: jax.Array) -> jax.Array:
@@ -81,7 +90,8 @@ JAX_OPS: Any = _JaxOps()  # an `_steps.Ops` (jnp's functions are typed more narr
 
 
 def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -> jax.Array:
-    """`denoiser(x, sigma * ones(B))` in float32, checked to return a real array of x's shape."""
+    """`denoiser(x, sigma * ones(B))` in x's dtype (float32, or float64 with x64), checked to
+    return a real array of x's shape."""
     return _checked(fn, _called(fn, denoiser, x, sigma), x)
 
 
@@ -94,7 +104,7 @@ def call_guided(fn: str, denoiser: Any, x: jax.Array, sigma: jax.Array) -> tuple
 def _called(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -> Any:
     batch = x.shape[0]
     try:
-        return denoiser(x, jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (batch,)))
+        return denoiser(x, jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (batch,)))
     except (TypeError, ValueError) as err:
         if str(err).startswith(f"{fn}:"):
             raise
@@ -115,7 +125,7 @@ def _checked(fn: str, out: Any, x: jax.Array) -> jax.Array:
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"{fn}: denoiser must return a real floating array, got dtype {out.dtype}")
-    return jnp.asarray(out).astype(jnp.float32)
+    return jnp.asarray(out).astype(x.dtype)
 
 
 def item_normal(key: jax.Array, item_ids: jax.Array, item_shape: tuple[int, ...]) -> jax.Array:
@@ -169,7 +179,7 @@ def call_noise(fn: str, noise: Callable, x: jax.Array, sigma: jax.Array, sigma_n
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"{fn}: noise(sigma, sigma_next) must return a real floating array, got {out.dtype}")
-    return jnp.asarray(out).astype(jnp.float32)
+    return jnp.asarray(out).astype(x.dtype)
 
 
 class Run(NamedTuple):
@@ -182,6 +192,7 @@ class Run(NamedTuple):
     passes: int = 1  # mixing's rewind passes (their first steps are the kernel's `starts`)
     save_all: bool = False  # keep every state (inversion) rather than the last
     skip_equal: bool = False  # a step between equal sigmas calls no denoiser
+    zero_rule: bool = False  # inversion: a step from sigma 0 (see `Sampler.steps_from_zero`)
     latent_format: LatentFormat | None = None
     options: tuple[tuple[str, Any], ...] = ()  # the sampler's options, defaults filled in
 
@@ -214,6 +225,7 @@ def integrate(
     starts: jax.Array | None = None,
     out_dtype: Any = jnp.float32,
     first_sigma: jax.Array | None = None,
+    model_sampling: ModelSampling | None = None,
 ) -> jax.Array:
     """Run `run.sampler` along `sigmas` from `x0` (`(B, ...)`, float32, in the latent's space).
 
@@ -222,7 +234,8 @@ def integrate(
     first entry (`x0` is then unused by pass 0); `starts` holds the `run.passes` passes' first
     steps (traced: other rewind settings with as many passes reuse the program). Returns the
     last state, or with `save_all` the `(len(sigmas) * B, ...)` trajectory whose entry 0 is
-    `x0`, in `out_dtype`. `first_sigma`: see `offset_first_sigma`.
+    `x0`, in `out_dtype`. `first_sigma`: see `offset_first_sigma`. `model_sampling`: what
+    `Context.percent_sigma` reads.
     """
     noise = Noise() if noise is None else noise
     spec = SAMPLER_STEPS[run.sampler]
@@ -235,6 +248,11 @@ def integrate(
     guided = None
     if callable(getattr(denoiser, "with_uncond", None)):  # a cfg_denoiser (the CFG++ samplers)
         guided = lambda x, s: call_guided(run.fn, denoiser, x, s)  # noqa: E731
+    percent_sigma = (
+        no_model_sampling(run.fn, run.sampler)
+        if model_sampling is None
+        else functools.partial(percent_to_sigma, model_sampling)
+    )
     step_sigmas = offset_first_sigma(run, sigmas, first_sigma)
     n_steps = sigmas.shape[0] - 1
     mixing = run.blend is not None
@@ -268,9 +286,13 @@ def integrate(
                 return call_noise(run.fn, noise.fn, x, sigma, sigma_next)
             return noise.draw(1, p, i, x, next(calls))
 
-        return Context(JAX_OPS, den, blend, draw, run.noise_scaling, options, guided)
+        return Context(JAX_OPS, den, blend, draw, run.noise_scaling, options, guided, percent_sigma)
+
+    from_zero = run.zero_rule and not spec.steps_from_zero
 
     def one_step(p, x, state, base, out, s: Sigmas, w):
+        if from_zero:  # the step after a step from sigma 0 starts the history
+            s = s._replace(first=s.first | (s.prev == 0))
         z, z_norm = entry(p, s.i, base) if mixing else (None, None)
         if z is not None and run.passes > 1:
             x = jnp.where(s.first, z, x)  # a pass starts at its own first entry
@@ -282,6 +304,10 @@ def integrate(
 
         def advance(operand):
             x, state = operand
+            if from_zero:
+                return jax.lax.cond(
+                    s.sigma == 0, lambda o: EULER(ctx, *o), lambda o: spec.step(ctx, *o), (x, s, state)
+                )
             return spec.step(ctx, x, s, state)
 
         if run.skip_equal:

@@ -29,6 +29,7 @@ import torch
 from comfy_models import NEG, POS, tiny_base_model
 from conftest import ITERATIVE_MIXER_PATH, needs_comfyui, run_node
 
+import jax_unsampler as ju
 import torch_bridge as tb
 
 pytestmark = [
@@ -269,7 +270,7 @@ def test_sampler_in_samplercustom_equals_the_originals(
     [
         (
             {"sampler": "dpmpp_3m"},
-            r"unknown sampler 'dpmpp_3m' .*; valid choices: euler, heun, dpmpp_2m, lcm",
+            r"unknown sampler 'dpmpp_3m' .*; valid choices: euler, euler_cfg_pp, euler_ancestral, ",
         ),
         (
             {"rewind": True, "rewind_min": 0.8, "rewind_max": 0.5},
@@ -284,6 +285,12 @@ def test_sampler_bad_input_is_one_line_naming_the_node(inputs, match):
     with pytest.raises(ValueError, match=rf"^JaxUnsampler_IterativeMixingSampler: .*{match}") as err:
         run_node(tb.IterativeMixingSamplerJax, **inputs)
     assert "\n" not in str(err.value)
+
+
+def test_the_nodes_offer_every_mixing_and_inversion_sampler():
+    assert tb.IterativeMixingSamplerJax.INPUT_TYPES()["required"]["sampler"][0] == list(ju.MIXING_SAMPLERS)
+    solver = tb.InvertedBatchUnsamplerJax.INPUT_TYPES()["optional"]["solver"][0]
+    assert solver == list(ju.INVERSION_SAMPLERS)
 
 
 def test_sampler_refuses_a_masked_latent(original, model):

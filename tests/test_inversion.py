@@ -380,7 +380,8 @@ def test_pytree_denoiser_parameters_are_traced():
 class TestBadInput:
     def test_unknown_solver(self):
         with pytest.raises(
-            ValueError, match=r"inverted_latents: unknown sampler 'huen'.*'heun'.*euler, heun, dpmpp_2m"
+            ValueError,
+            match=r"inverted_latents: unknown sampler 'huen'.*'heun'.*euler, euler_cfg_pp, heun, dpm_2, ",
         ):
             ju.inverted_latents(wavy, _latent(), SIGMAS, sampler="huen")
 

@@ -214,15 +214,23 @@ def _setup(shape=(1, 4, 8, 8), steps=6, seed=0):
 def test_any_batch_and_rank_is_per_item(shape, sampler):
     den, latent, sigmas, noised = _setup(shape)
     key = jax.random.key(3)
+    ms = ju.preset("sd15").model_sampling  # sa_solver reads its tau interval from it
     out = ju.iterative_mixing_sample(
-        den, latent, sigmas, noised, sampler=sampler, blending_function="norm_only", key=key
+        den,
+        latent,
+        sigmas,
+        noised,
+        sampler=sampler,
+        blending_function="norm_only",
+        key=key,
+        model_sampling=ms,
     )
     assert out.shape == shape and bool(jnp.all(jnp.isfinite(out)))
     # Every draw is per item (LCM's included): item 1 alone, with its index, equals item 1.
     per_step = noised.reshape(len(sigmas), shape[0], *shape[1:])
     one = ju.iterative_mixing_sample(
         den, latent[1:2], sigmas, per_step[:, 1], sampler=sampler, blending_function="norm_only",
-        key=key, batch_index=[1],
+        key=key, batch_index=[1], model_sampling=ms,
     )  # fmt: skip
     np.testing.assert_allclose(out[1:2], one, rtol=1e-5, atol=1e-5)
 
@@ -299,7 +307,7 @@ def test_jit_lcm_with_rewind_no_recompile():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"sampler": "ddim"}, "unknown sampler 'ddim'.*valid choices: euler, heun, dpmpp_2m, lcm"),
+        ({"sampler": "dpm_fast"}, "unknown sampler 'dpm_fast'.*valid choices: euler, euler_cfg_pp, "),
         ({"blending_schedule": "cos"}, "unknown blending_schedule 'cos'.*cosine, linear, logistic"),
         ({"blending_function": "add"}, "unknown blending_function 'add'.*addition, slerp, norm_only"),
         (

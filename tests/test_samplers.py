@@ -82,10 +82,13 @@ def test_any_rank_and_batch():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"sampler": "ddim"}, "sample: unknown sampler 'ddim'.*valid choices: euler, heun, dpmpp_2m, lcm"),
+        ({"sampler": "dpm_3"}, "sample: unknown sampler 'dpm_3'.*valid choices: euler, euler_cfg_pp, "),
         ({"sampler": "euler", "sigmas": [0.0, 1.0]}, "sample: sigmas must be descending"),
         ({"sampler": "euler", "sigmas": [1.0]}, "sample: sigmas must be 1-D with at least 2"),
-        ({"sampler": "lcm"}, r"sample: key is required here \(sampler 'lcm' draws fresh noise\): pass key="),
+        (
+            {"sampler": "lcm"},
+            r"sample: key is required here \(sampler 'lcm' draws fresh noise; or pass noise=\): pass key=",
+        ),
         ({"sampler": "lcm", "key": 3}, r"sample: key must be a PRNG key, got the int 3; pass jax.random.key"),
         ({"sampler": "euler", "noise_scaling": "flow"}, "sample: unknown noise_scaling 'flow'"),
         (

@@ -58,7 +58,7 @@ def test_inverted_latents_torch_empty_sigmas_give_no_rows():
     [
         ({"latent": torch.tensor(1.0)}, r"latent must have a batch axis"),
         ({"latent": torch.full((1, 2, 2), float("nan"))}, "latent contains NaN"),
-        ({"sampler": "ddim"}, "unknown sampler 'ddim'"),
+        ({"sampler": "dpm_3"}, "unknown sampler 'dpm_3'"),
         ({"sigmas": [0.0, 1.0]}, "sigmas must be descending"),
         ({"alpha_1": float("nan")}, "alpha_1 must be a finite number"),
         ({"seed": -1}, r"seed must be an integer in \[0, 18446744073709551615\]"),

@@ -141,12 +141,12 @@ class TestNodeDefinition:
         )
         cfg = spec["optional"]["cfg"]
         assert cfg[0] == "FLOAT" and cfg[1]["default"] == 1.0 and "1.0" in cfg[1]["tooltip"]
-        assert spec["optional"]["solver"][0] == ["euler", "heun", "dpmpp_2m"]
+        assert spec["optional"]["solver"][0] == list(ju.INVERSION_SAMPLERS)
 
     @pytest.mark.parametrize(
         "inputs, match",
         [
-            ({"solver": "rk4"}, r"unknown solver 'rk4'; valid choices: euler, heun, dpmpp_2m"),
+            ({"solver": "rk4"}, r"unknown solver 'rk4'; valid choices: euler, euler_cfg_pp, heun, dpm_2, "),
             ({"cfg": float("nan")}, r"cfg must be a finite number"),
             ({"normalize": "yes"}, r"normalize must be True or False"),
             ({"latent_image": {"x": 1}}, r"samples"),

@@ -40,5 +40,5 @@ def test_another_seed_differs_and_bad_input():
     assert not np.allclose(iterative_mixing_sample_torch(*args, sampler="lcm").numpy(), a["out"], atol=1e-3)
     with pytest.raises(ValueError, match="iterative_mixing_sample_torch: latent must be a torch.Tensor"):
         iterative_mixing_sample_torch(args[0], 0, a["latent"], a["sigmas"])
-    with pytest.raises(ValueError, match="iterative_mixing_sample_torch: unknown sampler 'ddim'"):
-        iterative_mixing_sample_torch(*args, sampler="ddim")
+    with pytest.raises(ValueError, match="iterative_mixing_sample_torch: unknown sampler 'dpm_3'"):
+        iterative_mixing_sample_torch(*args, sampler="dpm_3")

@@ -8,11 +8,13 @@ the layout of the JAX function (tests/test_torch_bridge_inversion.py checks the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from jax_unsampler._names import INVERSION_SAMPLERS
+from jax_unsampler._steps import sampler_options
 from jax_unsampler._validation import check_choice, check_denoiser, check_sigmas, renamed_argument
 
 from ._sampling import TorchDenoiser, run_steps
@@ -58,6 +60,7 @@ def inverted_latents_torch(
     process_in: TorchMap | None = None,
     process_out: TorchMap | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """The latent's probability-flow ODE trajectory, as `jax_unsampler.inverted_latents`.
 
@@ -75,11 +78,13 @@ def inverted_latents_torch(
     - `process_in`, `process_out`: the model's latent format maps (LATENT to model space and
       back), or `None` to run in the latent's own space.
     - `on_step`: called with `(steps done, total steps)` after each step (a progress bar).
+    - `options`: the sampler's options by ComfyUI's names, as for `jax_unsampler.sample`.
 
     **Returns:** the `(len(sigmas) * B, ...)` trajectory on the CPU, in the latent's dtype.
     """
     fn = "inverted_latents_torch"
     sampler = check_choice(fn, "sampler", sampler, INVERSION_SAMPLERS)
+    opts = sampler_options(fn, sampler, options)
     check_denoiser(fn, denoiser)
     latent = check_latent_tensor(fn, latent)
     sig = sigma_values(fn, sigmas, "ascending")
@@ -97,5 +102,5 @@ def inverted_latents_torch(
         if on_step is not None:
             on_step(i + 1, total)
 
-    run_steps(fn, sampler, denoiser, state, sig, skip_equal=True, on_state=emit)
+    run_steps(fn, sampler, denoiser, state, sig, options=opts, skip_equal=True, zero_rule=True, on_state=emit)
     return torch.cat(out)

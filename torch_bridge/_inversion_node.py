@@ -131,8 +131,8 @@ def inverted_batch_unsample_comfy(
     - `normalize`: subtract the mean of the batch's first entry from every entry (the
       BatchUnsampler's `normalize`).
     - `cfg`: classifier-free guidance scale (1.0: the only value at which inversion holds).
-    - `solver`: one of `INVERSION_SAMPLERS`: `"euler"` (one model call a step), `"heun"` (two) or
-      `"dpmpp_2m"` (one, second order).
+    - `solver`: one of `INVERSION_SAMPLERS`, ComfyUI's deterministic samplers that step along
+      the sigmas (the docs' samplers table gives each one's model calls a step and order).
 
     **Returns:** the LATENT dict of the `n * B` latents, step-major, least noise first.
     """

@@ -14,12 +14,12 @@ from jax_unsampler._steps import SAMPLER_STEPS, match_normalize
 from ._convert import to_jax, to_torch
 from ._inversion import check_latent_tensor
 from ._noise import check_seed
-from ._sampling import TORCH_OPS, TorchDenoiser, run_steps
+from ._sampling import TORCH_OPS, TorchDenoiser, model_sampling_reads, run_steps
 
 _OPTIONS = (
     "sampler", "blending_schedule", "blending_function", "alpha_1", "start_blending_at_pct",
     "stop_blending_at_pct", "clamp_blending_at_pct", "blend_min", "blend_max", "rewind", "rewind_min",
-    "rewind_max", "normalize_on_mean",
+    "rewind_max", "normalize_on_mean", "options", "model_sampling",
 )  # fmt: skip
 """The mixing settings both functions take, passed on as `jax_unsampler.iterative_mixing_sample`'s."""
 
@@ -70,14 +70,18 @@ def iterative_mixing_sample_torch(
     rewind_min: float = 0.0,
     rewind_max: float = 0.999,
     normalize_on_mean: bool = False,
+    options: dict[str, Any] | None = None,
+    noise: Callable[[Any, Any], Any] | None = None,
+    model_sampling: Any = None,
 ) -> torch.Tensor:
     """`jax_unsampler.iterative_mixing_sample` with every random number the original draws.
 
     After `torch.manual_seed(seed)`, ComfyUI-Iterative-Mixer's sampler draws, in this order,
     from torch's CPU generator: the noised batch of the first pass
     (`randn((len(sigmas) * B, ...))`, the noise of `noised_latents_torch(seed, latent, sigmas)`);
-    for LCM, one `randn(latent.shape)` per step whose next sigma is above 0; for each later
-    rewind pass, the noised batch of that pass, then its LCM draws. This helper draws the same
+    for LCM, one `randn(latent.shape)` per step whose next sigma is above 0 (for the other
+    samplers that draw noise, as many a step as they ask for, in their order); for each later
+    rewind pass, the noised batch of that pass, then its steps' draws. This helper draws the same
     numbers from a `torch.Generator` seeded with `seed` (torch's global generator is left
     alone) and runs the package's jitted mixing loop with them, so with the same denoiser it
     reproduces the original's output to float32 rounding, for any batch size and latent rank.
@@ -91,8 +95,10 @@ def iterative_mixing_sample_torch(
     - `sigmas`: descending sigmas (torch, NumPy or JAX).
     - `sampler`, `blending_schedule`, `blending_function`, `alpha_1`, `start_blending_at_pct`,
       `stop_blending_at_pct`, `clamp_blending_at_pct`, `blend_min`, `blend_max`, `rewind`,
-      `rewind_min`, `rewind_max`, `normalize_on_mean`: as for
+      `rewind_min`, `rewind_max`, `normalize_on_mean`, `options`, `model_sampling`: as for
       `jax_unsampler.iterative_mixing_sample` (checked by the same code, with the same words).
+    - `noise`: a JAX `noise(sigma, sigma_next)` for the sampler's own draws (then none are
+      drawn from the generator for the steps), as for `jax_unsampler.iterative_mixing_sample`.
 
     **Returns:** the final latent as a float32 torch tensor on `latent`'s device.
     """
@@ -103,8 +109,8 @@ def iterative_mixing_sample_torch(
     from jax_unsampler._mixing import MixingStatics, mixing_kernel, noise_tables
 
     fn = "iterative_mixing_sample_torch"
-    options = {name: value for name, value in locals().items() if name in _OPTIONS}
-    seed, m, c1 = _check(fn, denoiser, seed, latent, sigmas, None, options)
+    settings = {name: value for name, value in locals().items() if name in _OPTIONS}
+    seed, m, c1 = _check(fn, denoiser, seed, latent, sigmas, None, settings)
     s_np = np.asarray(m.sigmas)
     steps = s_np.shape[0] - 1
     x_t = latent.detach().cpu().to(torch.float32)
@@ -120,7 +126,7 @@ def iterative_mixing_sample_torch(
     x = to_jax(x_t)
     noised = ju.noised_latents_from_noise(x, jnp.asarray(s_np), to_jax(first))
     per_pass: list[tuple[Any, Any]] = []
-    per_step = SAMPLER_STEPS[m.run.sampler].draws
+    per_step = 0 if noise is not None else SAMPLER_STEPS[m.run.sampler].draws
     for p, (start, _) in enumerate(m.ranges):
         eps = draw((steps + 1 - start) * shape[0], *shape[1:]).numpy() if p else None
         table = None
@@ -133,11 +139,13 @@ def iterative_mixing_sample_torch(
             ]
             table = torch.stack(rows).numpy()
         per_pass.append((eps, table))
-    noise = noise_tables(per_pass, m.ranges, steps, shape)
+    tables = noise_tables(per_pass, m.ranges, steps, shape)
     arrays, static = split_denoiser(denoiser)
     starts = jnp.asarray([start for start, _ in m.ranges], jnp.int32)
     statics = MixingStatics(static, m.run, bool(normalize_on_mean))
-    out = mixing_kernel(arrays, x, m.sigmas, noised, c1, noise, starts, statics=statics)
+    out = mixing_kernel(
+        arrays, x, m.sigmas, noised, c1, tables, starts, m.model_sampling, statics=statics, noise=noise
+    )
     return to_torch(out, device=latent.device)
 
 
@@ -161,6 +169,9 @@ def mixing_sample_torch(
     rewind_min: float = 0.0,
     rewind_max: float = 0.999,
     normalize_on_mean: bool = False,
+    options: dict[str, Any] | None = None,
+    noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    model_sampling: Any = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None,
 ) -> torch.Tensor:
     """Iterative mixing around a torch denoiser (a ComfyUI model), with the original's draws.
@@ -168,7 +179,7 @@ def mixing_sample_torch(
     The package's own steps and blends (`jax_unsampler._steps`) run in torch on the latent's
     device, so a model JAX cannot trace mixes exactly as `jax_unsampler.iterative_mixing_sample`
     mixes, with the draws of `iterative_mixing_sample_torch` (a `torch.Generator` seeded with
-    `seed`: the noised batch when `noised` is None, LCM's per-step noise, each rewind pass's
+    `seed`: the noised batch when `noised` is None, the sampler's per-step noise, each rewind pass's
     batch, in the original's order). Everything is checked before anything is drawn.
 
     **Arguments:**
@@ -183,16 +194,18 @@ def mixing_sample_torch(
       None to draw it as the original does (`latent + sigma * randn`).
     - `sampler`, `blending_schedule`, `blending_function`, `alpha_1`, `start_blending_at_pct`,
       `stop_blending_at_pct`, `clamp_blending_at_pct`, `blend_min`, `blend_max`, `rewind`,
-      `rewind_min`, `rewind_max`, `normalize_on_mean`: as for
+      `rewind_min`, `rewind_max`, `normalize_on_mean`, `options`, `model_sampling`: as for
       `jax_unsampler.iterative_mixing_sample` (checked by the same code, with the same words).
+    - `noise`: `noise(sigma, sigma_next)` (torch tensors) for the sampler's own draws, in place
+      of the generator's.
     - `callback`: called as `callback(i, denoised, x, total)` after step `i` (ComfyUI's
       progress), with the state after the step in place of the denoised latent.
 
     **Returns:** the final latent, a float32 tensor on `latent`'s device.
     """
     fn = "mixing_sample_torch"
-    options = {name: value for name, value in locals().items() if name in _OPTIONS}
-    seed, m, schedule = _check(fn, denoiser, seed, latent, sigmas, noised, options)
+    settings = {name: value for name, value in locals().items() if name in _OPTIONS}
+    seed, m, schedule = _check(fn, denoiser, seed, latent, sigmas, noised, settings)
     c1 = torch.from_numpy(np.array(schedule, np.float32))
     device = latent.device
     x0 = latent.detach().to(torch.float32)
@@ -213,6 +226,10 @@ def mixing_sample_torch(
         z = noised.detach().to(device=device, dtype=torch.float32)
     x = x0
     total = steps * len(m.ranges)
+    first_sigma, percents = model_sampling_reads(m.model_sampling, device)
+
+    def fresh_noise(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        return draw(*x0.shape)
 
     def report(i: int, state: torch.Tensor) -> None:
         if callback is not None:
@@ -234,8 +251,8 @@ def mixing_sample_torch(
         x = run_steps(
             fn, m.run.sampler, denoiser, x, sig, start=start, entry=entry, blend=m.run.blend,
             c1=c1.to(device),
-            noise=lambda sigma, sigma_next: draw(*x0.shape), noise_scaling=m.run.noise_scaling,
-            options=m.run.options, on_state=report,
+            noise=fresh_noise if noise is None else noise, noise_scaling=m.run.noise_scaling,
+            options=m.run.options, on_state=report, first_sigma=first_sigma, percent_sigma=percents,
         )  # fmt: skip
     if normalize_on_mean:
         x = match_normalize(TORCH_OPS, x, x0)

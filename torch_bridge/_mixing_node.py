@@ -10,8 +10,9 @@
   latent (our node's rules), then the Advanced node's loop; the last step's latents out, as the
   original's Iterative Mixing KSampler (which fails on current ComfyUI).
 - **Iterative Mixing Sampler (jax-unsampler)**: a SAMPLER for SamplerCustom and
-  SamplerCustomAdvanced that mixes with its own euler, heun, dpmpp_2m or lcm loop (the original's
-  IterativeMixingSampler), so any guider and any sigmas compose with it; it runs
+  SamplerCustomAdvanced that mixes with any of ComfyUI's samplers that step along the sigmas
+  (`MIXING_SAMPLERS`; the original's IterativeMixingSampler had euler, heun, dpmpp_2m and lcm),
+  so any guider and any sigmas compose with it; it runs
   `torch_bridge.mixing_sample_torch` on ComfyUI's wrapped model.
 
 The schedule and the blend are the package's (`jax_unsampler.blending_schedule`,
@@ -41,6 +42,7 @@ from jax_unsampler._names import (
 from jax_unsampler._validation import check_choice, check_int
 
 from ._cache import enable_node_compilation_cache
+from ._comfy_model import model_sampling_from_comfy
 from ._convert import to_jax, to_torch
 from ._node import NOISE_SOURCES, _comfy_names, batch_unsample_comfy, sampler_and_scheduler_names
 from ._node_inputs import CFG_MAX, check_cfg, check_finite, check_latent_image, node_message
@@ -353,6 +355,15 @@ def iterative_mixing_ksampler_comfy(
 # ---- The SAMPLER -----------------------------------------------------------------------------
 
 
+def sampler_model_sampling(model: Any) -> Any:
+    """The `ModelSampling` of the wrapped model ComfyUI hands a sampler function, found where
+    ComfyUI's own samplers look (`model.inner_model.model_patcher`), or None where it is not
+    there (then the samplers that need it say so): its noise scaling and what the samplers
+    read of it (a flow model's first sigma, sa_solver's tau interval)."""
+    patcher = getattr(getattr(model, "inner_model", None), "model_patcher", None)
+    return None if patcher is None else model_sampling_from_comfy(patcher)
+
+
 def mixing_sampler_function(
     model, x, sigmas, extra_args=None, callback=None, disable=None, *, sampler: str = "euler", **settings
 ):
@@ -382,8 +393,9 @@ def mixing_sampler_function(
     try:
         with torch.no_grad():
             return mixing_sample_torch(
-                denoiser, x, sigmas, seed=seed, sampler=sampler, callback=on_step, **settings
-            )
+                denoiser, x, sigmas, seed=seed, sampler=sampler, callback=on_step,
+                model_sampling=sampler_model_sampling(model), **settings,
+            )  # fmt: skip
     except ValueError as e:
         raise ValueError(node_message(SAMPLER_ID, e)) from None
 
@@ -591,8 +603,9 @@ class IterativeMixingSamplerJax:
     CATEGORY = "sampling/custom_sampling/samplers"
     DESCRIPTION = (
         "A SAMPLER for SamplerCustom / SamplerCustomAdvanced that unsamples the starting latent "
-        "along the sigmas and blends it in at every step of its euler, heun, dpmpp_2m or lcm loop "
-        "(ComfyUI-Iterative-Mixer's IterativeMixingSampler); the noise seed is the sampler node's."
+        "along the sigmas and blends it in at every step of the sampler's loop, any of ComfyUI's "
+        "samplers that step along the sigmas (ComfyUI-Iterative-Mixer's IterativeMixingSampler "
+        "had euler, heun, dpmpp_2m and lcm); the noise seed is the sampler node's."
     )
 
     def get_sampler(self, **inputs):

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from jax_unsampler._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas
+from jax_unsampler._steps import BLENDS, SAMPLER_STEPS, Context, Sigmas, no_model_sampling
+
+EULER = SAMPLER_STEPS["euler"].step  # inversion's step from sigma 0 (`Sampler.steps_from_zero`)
 
 TorchDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """`D(x, sigma)`: `(B, ...)` latents at a `(B,)` sigma -> the denoised `(B, ...)` latents."""
@@ -77,6 +79,13 @@ class _TorchOps:
         return state
 
     @staticmethod
+    def fori_loop(n: int, body: Callable[[Any, Any], Any], init: Any) -> Any:
+        state = init
+        for i in range(n):
+            state = body(torch.tensor(float(i)), state)
+        return state
+
+    @staticmethod
     def flat(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1)
 
@@ -128,17 +137,22 @@ def run_steps(
     noise_scaling: str = "eps",
     options: tuple[tuple[str, Any], ...] = (),
     skip_equal: bool = False,
+    zero_rule: bool = False,
     on_state: Callable[[int, torch.Tensor], None] | None = None,
     first_sigma: float | None = None,
+    percent_sigma: Callable[[float], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One pass of `sampler` over steps `start..len(sigmas)-2` from `x` (float32, model space).
 
     Mixing: `entry(i)` is step `i`'s noised latent (the pass starts from `entry(start)`) and the
     blend is `blend` with weight `c1[i]`. `noise(sigma, sigma_next)` gives a standard normal
     latent, called as often as the sampler asks (k-diffusion's `noise_sampler`; the original's
-    draws, in its order). `options`: the sampler's options, defaults filled in. `on_state(i, x)`
+    draws, in its order). `options`: the sampler's options, defaults filled in. `zero_rule`:
+    inversion's rule for a step from sigma 0 (`jax_unsampler._steps.Sampler.steps_from_zero`).
+    `on_state(i, x)`
     is called with the state after step `i`. `first_sigma`: a flow model's first sigma off 1
-    (`jax_unsampler._sampling.offset_first_sigma`).
+    (`jax_unsampler._sampling.offset_first_sigma`). `percent_sigma`: the model sampling's
+    `percent_to_sigma` (`jax_unsampler._step_base.Context`).
     """
     spec = SAMPLER_STEPS[sampler]
     ops = TORCH_OPS
@@ -157,6 +171,7 @@ def run_steps(
     def den(v: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         return call_denoiser(fn, denoiser, v, at)
 
+    percents = no_model_sampling(fn, sampler) if percent_sigma is None else percent_sigma
     guided = None
     if callable(getattr(denoiser, "with_uncond", None)):  # a guided denoiser (the CFG++ samplers)
 
@@ -165,14 +180,16 @@ def run_steps(
             return _checked(fn, d, v), _checked(fn, u, v)
 
     def context(mix: Callable[[torch.Tensor], torch.Tensor]) -> Context:
-        return Context(ops, den, mix, noise or no_noise, noise_scaling, settings, guided)
+        return Context(ops, den, mix, noise or no_noise, noise_scaling, settings, guided, percents)
 
     if spec.solve is not None:  # a sampler that chooses its own steps
         return spec.solve(context(lambda v: v), x, sig)
     state: Any = spec.init(context(lambda v: v), x)
     n = sig.shape[0] - 1
     for i in range(start, n):
-        s = Sigmas(i, sig[i - 1] if i > start else sig[i], sig[i], sig[i + 1], i == start, sig)
+        prev = sig[i - 1] if i > start else sig[i]
+        from_zero = zero_rule and not spec.steps_from_zero
+        s = Sigmas(i, prev, sig[i], sig[i + 1], i == start or (from_zero and bool(prev == 0)), sig)
         if skip_equal and bool(s.next == s.sigma):
             if on_state is not None:
                 on_state(i, x)
@@ -183,7 +200,8 @@ def run_steps(
         def mix(v: torch.Tensor, z: Any = z, w: Any = w) -> torch.Tensor:
             return v if blend_fn is None else blend_fn(ops, z, v, w, None)
 
-        x, state = spec.step(context(mix), x, s, state)
+        step = EULER if from_zero and bool(s.sigma == 0) else spec.step
+        x, state = step(context(mix), x, s, state)
         if on_state is not None:
             on_state(i, x)
     return x
@@ -208,19 +226,19 @@ def sample_torch(
     - `denoiser`: `denoiser(x, sigma) -> denoised`, torch tensors, `sigma` of shape `(B,)`.
     - `latent`: the `(B, ...)` start at `sigmas[0]`.
     - `sigmas`: descending noise levels (a tensor, an array or a list), at least two.
-    - `sampler`: one of `jax_unsampler.SAMPLE_SAMPLERS` that steps along the sigmas.
+    - `sampler`: one of `jax_unsampler.SAMPLE_SAMPLERS`.
     - `seed`: seeds a `torch.Generator` whose `randn` gives the sampler's draws, in order,
       where `noise` is not given (required then for the samplers that draw noise).
     - `noise`: `noise(sigma, sigma_next) -> (B, ...)` standard normal noise (k-diffusion's
       `noise_sampler`).
     - `options`: the sampler's options by ComfyUI's names; `noise_scaling`: `"eps"` or
-      `"const"`; `model_sampling`: a `jax_unsampler.ModelSampling` (flow models' first sigma).
+      `"const"`; `model_sampling`: a `jax_unsampler.ModelSampling` (flow models' first sigma,
+      sa_solver's tau interval).
 
     **Returns:** the sampled latent, `latent`'s shape, float32.
     """
     import numpy as np
 
-    from jax_unsampler._model_sampling import snr_offset_sigma
     from jax_unsampler._names import NOISE_SCALINGS, SAMPLE_SAMPLERS
     from jax_unsampler._steps import sampler_options
     from jax_unsampler._validation import check_choice
@@ -241,8 +259,25 @@ def sample_torch(
         def noise(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
             return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
 
-    offset = snr_offset_sigma(model_sampling)
+    first_sigma, percents = model_sampling_reads(model_sampling, x.device)
     return run_steps(
         fn, sampler, denoiser, x, sig, noise=noise, noise_scaling=noise_scaling, options=opts,
-        first_sigma=None if offset is None else float(offset),
+        first_sigma=first_sigma, percent_sigma=percents,
     )  # fmt: skip
+
+
+def model_sampling_reads(
+    model_sampling: Any, device: torch.device
+) -> tuple[float | None, Callable[[float], torch.Tensor] | None]:
+    """What `run_steps` reads of a `jax_unsampler.ModelSampling` (or None): a flow model's first
+    sigma off 1 (`first_sigma`) and its `percent_to_sigma` (`percent_sigma`)."""
+    from jax_unsampler._model_sampling import percent_to_sigma, snr_offset_sigma
+
+    if model_sampling is None:
+        return None, None
+    offset = snr_offset_sigma(model_sampling)
+
+    def percents(percent: float) -> torch.Tensor:
+        return torch.tensor(float(percent_to_sigma(model_sampling, percent)), device=device)
+
+    return None if offset is None else float(offset), percents
