@@ -40,6 +40,29 @@ def pytest_report_header(config):
     return None
 
 
+# .ci/run runs the quick suite in two environments (without torch: the README's path; with it).
+# JAX_UNSAMPLER_PASSED_LOG names a file the first run lists its passed tests in, and
+# JAX_UNSAMPLER_SKIP_PASSED one the second run deselects them from: a test that passed without
+# torch is not run again, so every test runs once and none is skipped in both.
+_PASSED_LOG = os.environ.get("JAX_UNSAMPLER_PASSED_LOG")
+_SKIP_PASSED = os.environ.get("JAX_UNSAMPLER_SKIP_PASSED")
+
+
+def pytest_runtest_logreport(report):
+    if _PASSED_LOG and report.when == "call" and report.passed:
+        with open(_PASSED_LOG, "a") as f:
+            f.write(report.nodeid + "\n")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not _SKIP_PASSED:
+        return
+    passed = set(pathlib.Path(_SKIP_PASSED).read_text().split("\n"))
+    keep = [item for item in items if item.nodeid not in passed]
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid in passed])
+    items[:] = keep
+
+
 def quick_subset(values, every: int, ids=None, *, unpack: bool = False) -> list:
     """Parameters for `parametrize` with one value in `every` in the quick suite and the others
     marked `slow`: every kind of case is exercised by `pytest`, all of them by `pytest -m slow`

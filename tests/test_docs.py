@@ -121,3 +121,18 @@ def test_every_public_function_has_a_docstring():
 def test_every_public_function_of_torch_bridge_has_a_docstring():
     tb = pytest.importorskip("torch_bridge", reason="torch_bridge needs torch")
     assert not _without_docstring(tb)
+
+
+def test_the_samplers_table_is_the_registrys():
+    """docs/samplers.md's table is written from `_steps.SAMPLER_STEPS` (a sampler added,
+    renamed or given an option changes the page, or this fails)."""
+    import importlib.util
+
+    path = ROOT / "tools" / "make_samplers_table.py"
+    spec = importlib.util.spec_from_file_location("make_samplers_table", path)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    page = (ROOT / "docs" / "samplers.md").read_text()
+    assert tool.render(page) == page, "run python tools/make_samplers_table.py"
+    assert page.count("\n| `") == len(jax_unsampler.SAMPLERS)
