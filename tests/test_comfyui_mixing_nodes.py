@@ -293,6 +293,36 @@ def test_the_nodes_offer_every_mixing_and_inversion_sampler():
     assert solver == list(ju.INVERSION_SAMPLERS)
 
 
+@pytest.mark.parametrize("sampler", ["euler", "dpm_2", "deis", "res_multistep", "dpmpp_2m_cfg_pp"])
+def test_the_sampler_blending_nothing_in_is_comfyuis_sampler(model, sampler):
+    """With the blend weight 1 everywhere (`blend_min = blend_max = 1`) the mix keeps the
+    sampler's own state: in SamplerCustom on a real model, at cfg 2, it is ComfyUI's own function
+    of that name started where the mixing path starts, the noisiest entry of the noised batch
+    (`x + sigmas[0] * eps`, eps the first draws of the seed's generator). The deterministic
+    samplers: no later draws to order; the CFG++ one reads the unconditional prediction as
+    ComfyUI's does."""
+    import comfy.sample
+    import comfy.samplers
+
+    x = _latent(seed=5)
+    ms = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(ms, "karras", 7).float()
+    (ours,) = run_node(tb.IterativeMixingSamplerJax, sampler, blend_min=1.0, blend_max=1.0)
+    seed, cfg = 3, 2.0
+    function = comfy.samplers.sampler_object(sampler).sampler_function
+
+    def theirs_function(model_k, x, sigmas, **kwargs):
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        eps = torch.randn((sigmas.shape[0] * x.shape[0], *x.shape[1:]), generator=generator)
+        return function(model_k, x + eps[: x.shape[0]] * sigmas[0], sigmas, **kwargs)
+
+    theirs = comfy.samplers.KSAMPLER(theirs_function)
+    noise = torch.zeros_like(x)
+    want = comfy.sample.sample_custom(model, noise, cfg, theirs, sigmas.clone(), POS, NEG, x, seed=seed)
+    got = comfy.sample.sample_custom(model, noise, cfg, ours, sigmas.clone(), POS, NEG, x, seed=seed)
+    _close(got, want, sampler)
+
+
 def test_sampler_refuses_a_masked_latent(original, model):
     import comfy.sample
     import comfy.samplers

@@ -355,6 +355,34 @@ def iterative_mixing_ksampler_comfy(
 # ---- The SAMPLER -----------------------------------------------------------------------------
 
 
+class GuidedModel:
+    """ComfyUI's wrapped model as the samplers' denoiser: `model(x, sigma, **extra_args)`, and
+    for the CFG++ samplers (`with_uncond`) the guided and the unconditional predictions of one
+    evaluation, the latter read where ComfyUI's own CFG++ samplers read it (a post-CFG hook, with
+    cfg 1's shortcut off so that it is computed)."""
+
+    def __init__(self, model: Any, extra_args: dict) -> None:
+        self.model, self.extra_args = model, extra_args
+
+    def __call__(self, latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.model(latent, sigma, **self.extra_args)
+
+    def with_uncond(self, latent: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import comfy.model_patcher
+
+        seen: dict[str, torch.Tensor] = {}
+
+        def hook(args: dict) -> torch.Tensor:
+            seen["uncond"] = args["uncond_denoised"]
+            return args["denoised"]
+
+        options = comfy.model_patcher.set_model_options_post_cfg_function(
+            dict(self.extra_args.get("model_options", {})), hook, disable_cfg1_optimization=True
+        )
+        denoised = self.model(latent, sigma, **{**self.extra_args, "model_options": options})
+        return denoised, seen["uncond"]
+
+
 def sampler_model_sampling(model: Any) -> Any:
     """The `ModelSampling` of the wrapped model ComfyUI hands a sampler function, found where
     ComfyUI's own samplers look (`model.inner_model.model_patcher`), or None where it is not
@@ -381,8 +409,7 @@ def mixing_sampler_function(
             "remove the mask (SetLatentNoiseMask) or use Iterative Mixing KSampler Advanced"
         )
 
-    def denoiser(latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return model(latent, sigma, **extra_args)
+    denoiser = GuidedModel(model, extra_args)
 
     def on_step(i, denoised, latent, total):
         if callback is not None:
