@@ -17,28 +17,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import quick_subset
+from test_sampler_contract import den  # the closed-form denoiser and ODE of Gaussian data
 
 import jax_unsampler as ju
 from jax_unsampler._names import INVERSION_SAMPLERS, MIXING_SAMPLERS, SAMPLE_SAMPLERS, SAMPLERS
 from jax_unsampler._steps import SAMPLER_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
-MU, S = 0.3, 0.8
 MS = ju.preset("sd15").model_sampling  # sa_solver reads its tau interval from it
 SIGMAS = jnp.asarray(ju.calculate_sigmas(MS, "karras", 6))
 DETERMINISTIC = [n for n in SAMPLERS if not SAMPLER_STEPS[n].noise]
 RANDOM = [n for n in SAMPLERS if SAMPLER_STEPS[n].noise]
-
-
-def den(x, sigma):
-    """E[x0 | x] for x0 ~ N(MU, S^2): the closed form every order test compares with."""
-    sig = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
-    return MU + S**2 / (S**2 + sig**2) * (x - MU)
-
-
-def ode(x, sigma_from, sigma_to):
-    """The probability-flow ODE's exact solution for that data: quantiles are kept."""
-    return MU + (x - MU) * np.sqrt(S**2 + sigma_to**2) / np.sqrt(S**2 + sigma_from**2)
 
 
 def latent(shape=(2, 3, 4, 4), seed=0):

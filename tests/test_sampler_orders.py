@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import quick_subset
-from test_every_sampler import DETERMINISTIC, SAMPLERS, den, latent, ode, run
+from test_every_sampler import DETERMINISTIC, SAMPLERS, latent, run
+from test_sampler_contract import den, ode
 
 import jax_unsampler as ju
 from jax_unsampler._names import INVERSION_SAMPLERS
