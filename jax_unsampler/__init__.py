@@ -47,6 +47,8 @@ _EXPORTS = {
     "key_from_seed": "_keys",
     "brownian_noise": "_brownian",
     "inverted_latents": "_inversion",
+    **dict.fromkeys(("RoundTrip", "round_trip"), "_round_trip"),
+    "starting_latent": "_start",
     **dict.fromkeys(("blend", "blending_schedule"), "_blending"),
     "iterative_mixing_sample": "_mixing",
     "ksampler_sigmas": "_ksampler",
@@ -107,8 +109,11 @@ if TYPE_CHECKING:
     from ._presets import Preset as Preset
     from ._presets import preset as preset
     from ._presets import presets as presets
+    from ._round_trip import RoundTrip as RoundTrip
+    from ._round_trip import round_trip as round_trip
     from ._samplers import sample as sample
     from ._schedulers import calculate_sigmas as calculate_sigmas
+    from ._start import starting_latent as starting_latent
     from ._unsample import batch_unsample as batch_unsample
     from .latent_file import load_latent as load_latent
     from .latent_file import save_latent as save_latent

@@ -130,17 +130,18 @@ def denoiser_from_model(
       `apply_fn(params, model_input, timestep, *args, **kwargs)` with `params`, else
       `apply_fn(model_input, timestep, *args, **kwargs)`. E.g. a Flax module's `unet.apply`.
     - `model_sampling`: the model's `ModelSampling` (e.g. `model_sampling("V_PREDICTION")`).
-    - `params`: the network's parameters, a pytree of arrays. They are traced: the fast way,
-      `denoiser_from_model(unet.apply, ms, params=params)`, compiles once and reuses the
-      program for new parameters. (Arrays bound into `apply_fn`, say with
-      `functools.partial(unet.apply, params)`, are found and traced too, never stale.)
+    - `params`: the network's parameters, a pytree of arrays, passed to the program as
+      arguments: `denoiser_from_model(unet.apply, ms, params=params)` compiles once and reuses
+      the program for new parameters, with no per-call trace. Without `params`, the denoiser
+      is traced at each call, so arrays bound into `apply_fn` (`functools.partial(unet.apply,
+      params)`) are read then (docs/denoisers.md, the rule).
 
     **Returns:** a `ModelDenoiser` (a pytree; `sigma` is a scalar or of shape `(B,)`).
     """
     if not callable(apply_fn):
-        raise ValueError(f"denoiser_from_model: apply_fn must be callable, got {type(apply_fn).__name__}")
+        raise TypeError(f"denoiser_from_model: apply_fn must be callable, got {type(apply_fn).__name__}")
     if not isinstance(model_sampling, ModelSampling):
-        raise ValueError(
+        raise TypeError(
             "denoiser_from_model: model_sampling must be a jax_unsampler.ModelSampling "
             f"(from model_sampling(...) or preset(...).model_sampling), got {type(model_sampling).__name__}"
         )

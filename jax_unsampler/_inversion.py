@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
+from ._denoiser_args import Denoiser, DenoiserStatic, denoiser_errors, join_denoiser, split_denoiser
 from ._latent_format import LatentFormat
 from ._names import INVERSION_SAMPLERS
 from ._samplers import compute_dtype
@@ -90,8 +90,8 @@ def inverted_latents(
     **Arguments:**
 
     - `denoiser`: `D(x, sigma)`, k-diffusion's convention: float32 `(B, ...)` latents and a
-      `(B,)` float32 sigma, returning the denoised latents of the same shape. Its arrays are
-      traced (new parameters do not recompile and are never stale), e.g.
+      `(B,)` float32 sigma, returning the denoised latents of the same shape, read as the
+      denoiser rule says (docs/denoisers.md), e.g.
       `denoiser_from_model(apply_fn, model_sampling, params=params)`.
     - `latent`: the `(B, C, ...)` latent (any batch and rank >= 2, finite; float16 and bfloat16
       are computed in float32 and returned in their own dtype).
@@ -116,9 +116,10 @@ def inverted_latents(
         return jnp.zeros((s.shape[0] * x.shape[0], *x.shape[1:]), x.dtype)
     if compute_dtype(x) != jnp.float32:  # the sigmas as given, not rounded to float32
         s = jnp.asarray(sigmas, compute_dtype(x))
-    arrays, denoiser_static = split_denoiser(denoiser)
+    arrays, denoiser_static = split_denoiser(fn, denoiser, x.astype(compute_dtype(x)))
     run = Run(
         fn, sampler, save_all=True, skip_equal=True, zero_rule=True, latent_format=latent_format,
         options=opts,
     )  # fmt: skip
-    return _inverted(arrays, x, s, statics=_Statics(denoiser_static, run, x.dtype))
+    with denoiser_errors(fn):
+        return _inverted(arrays, x, s, statics=_Statics(denoiser_static, run, x.dtype))

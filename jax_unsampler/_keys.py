@@ -11,13 +11,15 @@ from ._validation import check_int
 
 
 def canonical_key(fn: str, key) -> jax.Array:
-    """A typed key from a typed key or a legacy uint32 key, with a message saying how to fix it."""
+    """A typed key from a typed key or a legacy uint32 key, with a message saying how to fix it:
+    a `TypeError` for what is not a key (as `jax.random`), a `ValueError` for a key array of
+    the wrong shape."""
     if isinstance(key, (int, np.integer)):
-        raise ValueError(f"{fn}: key must be a PRNG key, got the int {key!r}; pass jax.random.key({key!r})")
+        raise TypeError(f"{fn}: key must be a PRNG key, got the int {key!r}; pass jax.random.key({key!r})")
     try:
         dtype = key.dtype
     except AttributeError:
-        raise ValueError(
+        raise TypeError(
             f"{fn}: key must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
             f"got {type(key).__name__}"
         ) from None
@@ -40,7 +42,7 @@ def canonical_key(fn: str, key) -> jax.Array:
             f"{fn}: expected a single legacy key of shape (2,), got shape {key.shape}; "
             "use jax.vmap to map over keys"
         )
-    raise ValueError(
+    raise TypeError(
         f"{fn}: key must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
         f"got an array of dtype {dtype} and shape {getattr(key, 'shape', ())}"
     )

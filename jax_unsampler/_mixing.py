@@ -18,7 +18,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from ._blending import schedule_for
-from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
+from ._denoiser_args import Denoiser, DenoiserStatic, denoiser_errors, join_denoiser, split_denoiser
 from ._latent_format import LatentFormat
 from ._model_sampling import ModelSampling, snr_offset_sigma
 from ._names import BLENDING_FUNCTIONS, BLENDING_SCHEDULES, MIXING_SAMPLERS
@@ -229,11 +229,13 @@ def iterative_mixing_sample(
 
     **Arguments:**
 
-    - `denoiser`: `denoiser(x, sigma) -> denoised` with `sigma` of shape `(B,)`; its arrays are
-      traced (new parameters never recompile, never stale).
+    - `denoiser`: `denoiser(x, sigma) -> denoised` with `sigma` of shape `(B,)`, read as the
+      denoiser rule says (docs/denoisers.md).
     - `latent`: the `(B, ...)` latent the sampler is given (ComfyUI's `x`), finite; it sets the
       shape and dtype of the result and is `normalize_on_mean`'s reference.
-    - `sigmas`: descending noise levels, at least two.
+    - `sigmas`: descending noise levels, at least two, usually ending in 0 (e.g.
+      `ksampler_sigmas(ms, "euler", "karras", 20)`); a schedule that stops above 0 (a split
+      run's first half) stops there, still noised.
     - `noised`: the `(len(sigmas) * B, ...)` noised batch along `sigmas` (step-major, noisiest
       first), or `None` to build it inside as `noised_latents(key, latent, sigmas,
       batch_index=batch_index)`.
@@ -294,16 +296,17 @@ def iterative_mixing_sample(
 
         assert key is not None
         noised_arr = noised_latents(key, m.latent, m.sigmas, batch_index=ids)
-    arrays, denoiser_static = split_denoiser(denoiser)
+    x = m.latent.astype(jnp.float32)
+    arrays, denoiser_static = split_denoiser(fn, denoiser, x)
     statics = MixingStatics(denoiser_static, m.run, bool(normalize_on_mean))
     starts = jnp.asarray([start for start, _ in m.ranges], jnp.int32)
     draw_key = None if key is None else jax.random.fold_in(key, MIX_STREAM)
-    x = m.latent.astype(jnp.float32)
     draws = Noise(key=draw_key, item_ids=ids)
-    out = mixing_kernel(
-        arrays, x, m.sigmas, noised_arr.astype(jnp.float32), c1, draws, starts, m.model_sampling,
-        statics=statics, noise=noise,
-    )  # fmt: skip
+    with denoiser_errors(fn):
+        out = mixing_kernel(
+            arrays, x, m.sigmas, noised_arr.astype(jnp.float32), c1, draws, starts, m.model_sampling,
+            statics=statics, noise=noise,
+        )  # fmt: skip
     return out.astype(m.latent.dtype)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -258,17 +257,16 @@ def _discrete_table(cfg: Mapping[str, Any]) -> np.ndarray:
 def _check_settings(model_type: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     fn = "model_sampling"
     kind = _PARAMETERISATION[model_type]
+    reads = tuple(_DEFAULTS[kind])
     for key in settings:
-        if key not in SAMPLING_SETTINGS:
-            # ComfyUI ignores keys it does not read, and model configs may carry others; a typo
-            # should still be seen, so warn rather than raise or stay silent.
-            close = difflib.get_close_matches(str(key), SAMPLING_SETTINGS, n=1)
+        if key not in SAMPLING_SETTINGS:  # a typo, or a setting of no model type
+            close = difflib.get_close_matches(str(key), reads, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            warnings.warn(
-                f"{fn}: sampling_settings key {key!r} is read by no model type and is ignored{hint}; "
-                f"known keys: {', '.join(SAMPLING_SETTINGS)}",
-                stacklevel=3,
+            raise ValueError(
+                f"{fn}: unknown sampling_settings key {key!r}{hint}; {model_type} reads {', '.join(reads)}"
             )
+        # Another model type's setting is ignored, as ComfyUI ignores it: its own model configs
+        # carry some (FLUX's has a multiplier), so a warning would fire on every preset.
     cfg = {k: settings.get(k, v) for k, v in _DEFAULTS[kind].items()}
     for key, value in cfg.items():
         if key == "beta_schedule":
@@ -307,12 +305,19 @@ def model_sampling(model_type: str, sampling_settings: Mapping[str, Any] | None 
     **Arguments:**
 
     - `model_type`: one of `MODEL_TYPES` (ComfyUI's `ModelType` names, e.g. `"EPS"`, `"FLUX"`).
-    - `sampling_settings`: the model config's settings dict, as ComfyUI holds it. Keys a model
-      type does not read are ignored, as in ComfyUI; keys no model type reads are ignored
-      with a warning (they are usually typos).
-      Discrete types read `beta_schedule`, `linear_start`, `linear_end`, `timesteps`, `zsnr`;
-      continuous ones `sigma_min`, `sigma_max`, `sigma_data`; flow ones `shift` (and
-      `multiplier` for FLOW).
+    - `sampling_settings`: the model config's settings dict, as ComfyUI holds it; missing keys
+      take ComfyUI's defaults (below). A key no model type reads is refused (a typo, with the
+      keys the type reads); one another type reads is ignored, as ComfyUI ignores it (its
+      own configs carry some). The keys, by model type, with their defaults:
+
+      - EPS, V_PREDICTION, IMG_TO_IMG (discrete): `beta_schedule` ("linear", one of
+        `BETA_SCHEDULES`), `linear_start` (0.00085), `linear_end` (0.012), `timesteps`
+        (1000), `zsnr` (False);
+      - EDM, V_PREDICTION_EDM (`continuous_edm`), V_PREDICTION_CONTINUOUS: `sigma_min`
+        (0.002), `sigma_max` (120.0), `sigma_data` (1.0); FLOW_COSMOS: the same with
+        `sigma_max` 80.0;
+      - FLOW: `shift` (1.0), `multiplier` (1000.0); FLUX: `shift` (1.15); STABLE_CASCADE:
+        `shift` (1.0).
 
     **Returns:** a `ModelSampling` whose table equals ComfyUI's float32 table.
     """

@@ -52,12 +52,34 @@ def unsampler_sigmas(
 
     **Returns:** a float32 array of length `end - start` (empty when `start >= end`).
     """
-    fn = "unsampler_sigmas"
+    return node_sigmas(
+        "unsampler_sigmas",
+        ms,
+        sampler_name,
+        scheduler,
+        steps,
+        start_at_step,
+        end_at_step,
+        latent_scale_factor,
+    )
+
+
+def node_sigmas(
+    fn: str,
+    ms: ModelSampling,
+    sampler_name: str,
+    scheduler: str,
+    steps: int,
+    start_at_step: int = 0,
+    end_at_step: int = MAX_STEPS,
+    latent_scale_factor=1.0,
+) -> jax.Array:
+    """`unsampler_sigmas` for the public function `fn` (its errors name it)."""
     steps = check_steps(fn, steps)
     start_at_step = check_int(fn, "start_at_step", start_at_step, 0, MAX_STEPS)
     end_at_step = check_int(fn, "end_at_step", end_at_step, 0, MAX_STEPS)
     check_positive_scalar(fn, "latent_scale_factor", latent_scale_factor)
-    padded, take = ksampler_padded("ksampler_sigmas", ms, sampler_name, scheduler, steps)
+    padded, take = ksampler_padded(fn, ms, sampler_name, scheduler, steps)
     start, end = node_slice(steps, start_at_step, end_at_step)
     # Divided at the padded length (one program per length bucket), then cut and flipped.
     scaled = _divide(padded, jnp.asarray(latent_scale_factor, jnp.float32))

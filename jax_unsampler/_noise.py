@@ -239,7 +239,28 @@ def noised_latents(
 
     **Returns:** an array of shape `(len(sigmas) * B, *latent.shape[1:])` and the latent's dtype.
     """
-    fn = "noised_latents"
+    return noised_batch(
+        "noised_latents", key, latent, sigmas, normalize=normalize, coupling=coupling,
+        batch_index=batch_index, step_offset=step_offset, noise_scaling=noise_scaling,
+        latent_format=latent_format, mesh=mesh,
+    )  # fmt: skip
+
+
+def noised_batch(
+    fn: str,
+    key: ArrayLike,
+    latent: ArrayLike,
+    sigmas: ArrayLike,
+    *,
+    normalize: bool = False,
+    coupling: str = "independent",
+    batch_index: ArrayLike | None = None,
+    step_offset: int = 0,
+    noise_scaling: str = "eps",
+    latent_format: LatentFormat | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> jax.Array:
+    """`noised_latents` for the public function `fn` (its errors name it)."""
     plan = _Plan(
         fn, key, latent, sigmas, normalize, coupling, batch_index, step_offset, noise_scaling, latent_format
     )

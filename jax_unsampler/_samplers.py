@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._denoiser_args import Denoiser, DenoiserStatic, join_denoiser, split_denoiser
+from ._denoiser_args import Denoiser, DenoiserStatic, denoiser_errors, join_denoiser, split_denoiser
 from ._keys import canonical_key
 from ._latent_format import LatentFormat
 from ._model_sampling import ModelSampling, noise_scaling_of, snr_offset_sigma
@@ -110,10 +110,11 @@ def sample(
     **Arguments:**
 
     - `denoiser`: `denoiser(x, sigma) -> denoised`, `sigma` of shape `(B,)`, returning `x`'s
-      shape (e.g. from `denoiser_from_model`). Its arrays are traced (see "Denoisers" in the
-      docs).
+      shape (e.g. a Flax NNX module, or `denoiser_from_model`), read as the denoiser rule says
+      (docs/denoisers.md).
     - `latent_or_noise`: the `(B, ...)` start at `sigmas[0]`, as ComfyUI hands it to the
-      sampler (for text-to-image: the model's noise scaling of noise at `sigmas[0]`); finite.
+      sampler (`starting_latent` makes it as ComfyUI does: the model's noise scaling of keyed
+      noise at `sigmas[0]`, text-to-image or img2img); finite.
     - `sigmas`: descending noise levels (noisiest first), as KSampler gives them (usually ending
       in 0), at least two.
     - `sampler`: one of `SAMPLE_SAMPLERS` (ComfyUI's names; static).
@@ -171,12 +172,14 @@ def sample(
     dtype = compute_dtype(latent)
     if dtype != jnp.float32:  # the sigmas as given, not rounded to float32
         s = jnp.asarray(sigmas, dtype)
-    arrays, denoiser_static = split_denoiser(denoiser)
+    x = latent.astype(dtype)
+    arrays, denoiser_static = split_denoiser(fn, denoiser, x)
     run = Run(fn, sampler, scaling, save_all=trajectory, latent_format=latent_format, options=opts)
-    out = _sample_kernel(
-        arrays, latent.astype(dtype), s, key, ids, noise, snr_offset_sigma(ms), ms,
-        statics=_Statics(denoiser_static, run, latent.dtype),
-    )  # fmt: skip
+    with denoiser_errors(fn):
+        out = _sample_kernel(
+            arrays, x, s, key, ids, noise, snr_offset_sigma(ms), ms,
+            statics=_Statics(denoiser_static, run, latent.dtype),
+        )  # fmt: skip
     return out.astype(latent.dtype)
 
 

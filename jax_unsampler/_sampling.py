@@ -98,6 +98,10 @@ def call_denoiser(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -
 def call_guided(fn: str, denoiser: Any, x: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
     """A `cfg_denoiser`'s `(guided, unconditional)` predictions (one evaluation), checked."""
     out = _called(fn, denoiser.with_uncond, x, sigma)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ValueError(
+            f"{fn}: the denoiser's with_uncond must return (guided, unconditional), got {type(out).__name__}"
+        )
     return _checked(fn, out[0], x), _checked(fn, out[1], x)
 
 
@@ -109,6 +113,11 @@ def _called(fn: str, denoiser: Callable, x: jax.Array, sigma: jax.Array) -> Any:
         if str(err).startswith(f"{fn}:"):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, jax.errors.ConcretizationTypeError):
+            raise ValueError(
+                f"{fn}: the denoiser needs a concrete value of x or sigma, which are traced arrays "
+                f"(as under jax.jit: no float(sigma), no Python branch on them; use jnp.where): {first}"
+            ) from err
         raise ValueError(
             f"{fn}: the denoiser failed on x of shape {tuple(x.shape)} and sigma of shape ({batch},) "
             f"(one noise level per item, k-diffusion's convention; broadcast it as "
@@ -160,7 +169,11 @@ class Noise(NamedTuple):
                 jax.lax.dynamic_index_in_dim(table, p, keepdims=False), i, keepdims=False
             )
             return row if kind == 0 else row[call]
-        assert self.key is not None and self.item_ids is not None
+        if self.key is None or self.item_ids is None:
+            # No source: the callers require one whenever a step's draw is taken (`draws_noise`),
+            # so this draw is only traced, in a branch never taken (LCM's re-noising after a
+            # step that ends at sigma 0, as in a one-step LCM).
+            return jnp.zeros_like(like)
         k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(self.key, p), kind), i)
         if call:  # a step's first draw keeps the bits it had before steps drew several
             k = jax.random.fold_in(k, call)

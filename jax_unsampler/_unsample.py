@@ -10,8 +10,8 @@ from jax.typing import ArrayLike
 from ._latent_format import LatentFormat
 from ._model_sampling import ModelSampling, noise_scaling_of
 from ._names import MAX_STEPS, MODES
-from ._node_sigmas import unsampler_sigmas
-from ._noise import check_latent, noised_latents
+from ._node_sigmas import node_sigmas
+from ._noise import check_latent, noised_batch
 from ._presets import Preset, preset
 from ._validation import check_choice, check_positive_scalar
 
@@ -94,12 +94,12 @@ def batch_unsample(
     check_choice(fn, "mode", mode, MODES)
     ms, scale, latent_format = resolve_model(fn, model)
     divide = mode == "node" and divide_by_scale_factor
-    sigmas = unsampler_sigmas(
-        ms, sampler_name, scheduler, steps, start_at_step, end_at_step,
+    sigmas = node_sigmas(
+        fn, ms, sampler_name, scheduler, steps, start_at_step, end_at_step,
         latent_scale_factor=scale if divide else 1.0,
     )  # fmt: skip
-    return noised_latents(
-        key, latent, sigmas, normalize=normalize, coupling=coupling, batch_index=batch_index,
+    return noised_batch(
+        fn, key, latent, sigmas, normalize=normalize, coupling=coupling, batch_index=batch_index,
         **mode_noise_options(ms, latent_format, mode),
     )  # fmt: skip
 

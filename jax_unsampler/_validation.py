@@ -230,7 +230,7 @@ def check_sigmas(fn: str, value: object, *, order: str | None = None, min_len: i
 
 def check_denoiser(fn: str, denoiser: object) -> None:
     if not callable(denoiser):
-        raise ValueError(
+        raise TypeError(
             f"{fn}: denoiser must be callable as denoiser(x, sigma) -> denoised x, "
             f"got {type(denoiser).__name__}"
         )

@@ -66,9 +66,9 @@ def test_scalar_sigma_broadcasts_and_extra_arguments_pass_through():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="denoiser_from_model: apply_fn must be callable"):
+    with pytest.raises(TypeError, match="denoiser_from_model: apply_fn must be callable"):
         ju.denoiser_from_model(3, ju.model_sampling("EPS"))
-    with pytest.raises(ValueError, match="denoiser_from_model: model_sampling must be"):
+    with pytest.raises(TypeError, match="denoiser_from_model: model_sampling must be"):
         ju.denoiser_from_model(lambda x, t: x, "EPS")
     den = ju.denoiser_from_model(lambda x, t: x[:, :1], ju.model_sampling("EPS"))
     with pytest.raises(ValueError, match=r"apply_fn returned shape \(2, 1, 4\)"):

@@ -411,7 +411,7 @@ class TestBadInput:
             ju.inverted_latents(lambda x, s: x[:, :, 0, 0], _latent(), SIGMAS)
 
     def test_denoiser_not_callable(self):
-        with pytest.raises(ValueError, match=r"inverted_latents: denoiser must be callable"):
+        with pytest.raises(TypeError, match=r"inverted_latents: denoiser must be callable"):
             ju.inverted_latents("euler", _latent(), SIGMAS)
 
     def test_latent_rank(self):

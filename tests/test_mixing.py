@@ -342,7 +342,7 @@ def test_jit_lcm_with_rewind_no_recompile():
 def test_bad_input(kwargs, match):
     den, latent, sigmas, noised = _setup()
     args = {"denoiser": den, "latent": latent, "sigmas": sigmas, "noised": noised, **kwargs}
-    with pytest.raises(ValueError, match="iterative_mixing_sample: " + match):
+    with pytest.raises(_raised(match), match="iterative_mixing_sample: " + match):
         ju.iterative_mixing_sample(
             args.pop("denoiser"), args.pop("latent"), args.pop("sigmas"), args.pop("noised"), **args
         )
@@ -382,3 +382,8 @@ def test_eager_call_is_one_kernel_and_pytree_parameters_are_traced():
     )
     np.testing.assert_allclose(np.asarray(b), np.asarray(closure), rtol=1e-6, atol=1e-6)
     assert not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def _raised(match):
+    """What the wrong thing raises: a TypeError for what is not a key (as jax.random), else ValueError."""
+    return TypeError if "must be a PRNG key" in match else ValueError

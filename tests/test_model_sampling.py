@@ -136,10 +136,13 @@ def test_bad_settings_raise_clear_errors(call, match):
         call()
 
 
-def test_unknown_settings_keys_warn_and_are_ignored():
-    with pytest.warns(UserWarning, match=r"key 'shfit' is read by no model type.*did you mean 'shift'"):
-        ms = ju.model_sampling("FLOW", {"shfit": 2.0})
-    np.testing.assert_array_equal(np.asarray(ms.sigmas), np.asarray(ju.model_sampling("FLOW").sigmas))
+def test_unknown_settings_keys_are_refused_with_the_types_keys():
+    with pytest.raises(
+        ValueError,
+        match=r"unknown sampling_settings key 'shfit' \(did you mean 'shift'\?\); FLOW reads shift, "
+        r"multiplier",
+    ):
+        ju.model_sampling("FLOW", {"shfit": 2.0})
 
 
 @pytest.mark.parametrize("model_type", ["EPS", "V_PREDICTION", "FLOW", "FLUX", "STABLE_CASCADE"])

@@ -104,7 +104,7 @@ def test_any_rank_and_batch():
 def test_bad_input(kwargs, match):
     args = {"denoiser": lambda x, s: x, "latent_or_noise": jnp.ones((2, 3)), "sigmas": [2.0, 1.0, 0.0]}
     args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(_raised(match), match=match):
         ju.sample(args.pop("denoiser"), args.pop("latent_or_noise"), args.pop("sigmas"), **args)
 
 
@@ -125,3 +125,8 @@ def test_eager_call_is_one_kernel_and_pytree_parameters_are_traced():
     closure = ju.sample(gaussian_denoiser(jnp.float32(0.6)), x * 2, sigmas * 0.5, sampler="dpmpp_2m")
     np.testing.assert_allclose(np.asarray(b), np.asarray(closure), rtol=1e-6, atol=1e-6)
     assert not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def _raised(match):
+    """What the wrong thing raises: a TypeError for what is not a key (as jax.random), else ValueError."""
+    return TypeError if "must be a PRNG key" in match else ValueError

@@ -105,7 +105,7 @@ def iterative_mixing_sample_torch(
     import jax.numpy as jnp
 
     import jax_unsampler as ju
-    from jax_unsampler._denoiser_args import split_denoiser
+    from jax_unsampler._denoiser_args import denoiser_errors, split_denoiser
     from jax_unsampler._mixing import MixingStatics, mixing_kernel, noise_tables
 
     fn = "iterative_mixing_sample_torch"
@@ -140,12 +140,13 @@ def iterative_mixing_sample_torch(
             table = torch.stack(rows).numpy()
         per_pass.append((eps, table))
     tables = noise_tables(per_pass, m.ranges, steps, shape)
-    arrays, static = split_denoiser(denoiser)
+    arrays, static = split_denoiser(fn, denoiser, x)
     starts = jnp.asarray([start for start, _ in m.ranges], jnp.int32)
     statics = MixingStatics(static, m.run, bool(normalize_on_mean))
-    out = mixing_kernel(
-        arrays, x, m.sigmas, noised, c1, tables, starts, m.model_sampling, statics=statics, noise=noise
-    )
+    with denoiser_errors(fn):
+        out = mixing_kernel(
+            arrays, x, m.sigmas, noised, c1, tables, starts, m.model_sampling, statics=statics, noise=noise
+        )
     return to_torch(out, device=latent.device)
 
 
