@@ -41,6 +41,30 @@ def _pct_step(fn: str, what: str, pct: ArrayLike | None, steps: int, default: in
     return jnp.trunc(jnp.asarray(pct, jnp.float32) * steps).astype(jnp.int32)
 
 
+_READS_START = frozenset({"linear", "logistic"})
+"""The schedules that read `start_blending_at_pct` (cosine ignores it, as the original)."""
+
+
+def _check_window(fn: str, name: str, start_pct: ArrayLike | None, stop_pct: ArrayLike | None) -> None:
+    """Blending rises from `start_pct` (0 when None) to `stop_pct`: refuse, where both are
+    concrete and the schedule reads `start`, a reversed window (`start_pct > stop_pct`). A stop
+    of 0 (or None) means `steps`, so it cannot be below the start; traced values are not
+    checked (a reversed traced window gives the finite step-like schedule of the formulas)."""
+    if name not in _READS_START or stop_pct is None or start_pct is None:
+        return
+    if not (is_concrete(stop_pct) and is_concrete(start_pct)):
+        return
+    check_finite(fn, "start_blending_at_pct", start_pct)
+    check_finite(fn, "stop_blending_at_pct", stop_pct)
+    start, stop = float(host_values(start_pct)), float(host_values(stop_pct))
+    if stop != 0.0 and start > stop:
+        raise ValueError(
+            f"{fn}: start_blending_at_pct must not be above stop_blending_at_pct for the {name} "
+            f"schedule (blending rises from the one to the other), got start_blending_at_pct={start!r} "
+            f"and stop_blending_at_pct={stop!r}"
+        )
+
+
 def _traced_ok(*values: object) -> jax.Array:
     """Whether the traced ones among the settings are finite (concrete ones were checked)."""
     ok = jnp.asarray(True)
@@ -53,6 +77,7 @@ def _traced_ok(*values: object) -> jax.Array:
 def _cosine(t, steps, start, stop, alpha_1):
     del start  # the cosine schedule ignores it
     f32 = jnp.float32
+    stop = jnp.where(jnp.asarray(stop) == 0, steps, stop)  # the original divides by 0 here (NaN)
     stop_f = jnp.asarray(stop, f32)
     factor = 0.5 * (1 + jnp.cos(divide(f32(math.pi) * (stop - t).astype(f32), stop_f)))
     return jnp.where(t > stop, f32(1.0), factor ** jnp.asarray(alpha_1, f32))
@@ -106,7 +131,8 @@ def blending_schedule(
     (`steps` when None), `t = 0..steps-1`:
 
     - `"cosine"`: `(0.5 (1 + cos(pi (stop - t) / stop)))^alpha_1`, 1 where `t > stop`; ignores
-      `start` (as the original does); `stop = 0` gives NaN at t = 0 (as the original).
+      `start` (as the original does); `stop = 0` means `steps` (the original divides by 0 there,
+      a NaN at t = 0).
     - `"linear"`: `t / stop`, 1 where `t > stop`, 0 where `t < start`; ignores `alpha_1`;
       `stop = 0` means `steps`.
     - `"logistic"`: `1 / (1 + exp(-5 alpha_1 (t/(steps-1) - (stop+start)/2/(steps-1))))`, 1
@@ -127,7 +153,8 @@ def blending_schedule(
       `blend_min`, `blend_max`: the original node's settings (values; may be traced).
 
     Checked up front where concrete: `alpha_1 >= 0`, `blend_min`, `blend_max` and the
-    percentages finite scalars (`|pct * steps| < 2**31`). Traced settings that are not finite
+    percentages finite scalars (`|pct * steps| < 2**31`), and for `linear` and `logistic`
+    `start_blending_at_pct <= stop_blending_at_pct` unless the stop is 0. Traced settings that are not finite
     make every entry NaN.
 
     **Returns:** a `(steps,)` float32 array.
@@ -164,6 +191,7 @@ def schedule_for(
     check_finite(fn, "alpha_1", alpha_1, lo=0.0)
     check_finite(fn, "blend_min", blend_min)
     check_finite(fn, "blend_max", blend_max)
+    _check_window(fn, name, start_blending_at_pct, stop_blending_at_pct)
     start = _pct_step(fn, "start_blending_at_pct", start_blending_at_pct, steps, 0)
     stop = _pct_step(fn, "stop_blending_at_pct", stop_blending_at_pct, steps, steps)
     clamp = clamp_blending_at_pct is not None

@@ -120,16 +120,22 @@ def item_norm(ops: Ops, flat: Array) -> Array:
 
 
 def slerp(ops: Ops, noised: Array, x: Array, w: Array, noised_norm: Array | None = None) -> Array:
-    """Spherical interpolation of each item, flattened; `noised_norm`: its norms where known."""
+    """Spherical interpolation of each item, flattened; `noised_norm`: its norms where known.
+
+    Where the two are parallel (their cosine rounds to 1 or above: `omega = 0`, the original's
+    0/0 NaN), its limit, the linear blend `(1 - w) noised + w x`."""
     low, high = ops.flat(noised), ops.flat(x)
     # cos(omega) = (low / |low|) . (high / |high|), 0 where either is the zero vector (the original
     # sets those unit vectors' NaNs to 0), as one dot product over the two norms.
     norms = (item_norm(ops, low) if noised_norm is None else noised_norm) * item_norm(ops, high)
     dot = ops.item_sum(low * high)
-    omega = ops.arccos(ops.where(norms == 0, 0.0, dot / norms))
+    cos = ops.where(norms == 0, 0.0, dot / norms)
+    parallel = cos >= 1.0
+    omega = ops.arccos(ops.where(parallel, 0.5, cos))  # any angle off 0 where the limit is used
     so = ops.sin(omega)
     w = ops.column(w, low.shape[0])
     out = (ops.sin((1.0 - w) * omega) / so) * low + (ops.sin(w * omega) / so) * high
+    out = ops.where(parallel, (1.0 - w) * low + w * high, out)
     return out.reshape(noised.shape)
 
 
@@ -147,6 +153,7 @@ BLENDS = {"addition": addition, "slerp": slerp, "norm_only": norm_only}
 
 def match_normalize(ops: Ops, x: Array, reference: Array) -> Array:
     """Per item and channel (axis 1), `x`'s mean and unbiased std over the remaining axes set
-    to `reference`'s (the mixing sampler's `normalize_on_mean`)."""
+    to `reference`'s (the mixing sampler's `normalize_on_mean`; `check_normalize_on_mean` says
+    which latents it takes)."""
     (tm, ts), (sm, ss) = ops.channel_stats(x), ops.channel_stats(reference)
     return (x - tm) / ts * ss + sm

@@ -268,3 +268,19 @@ def check_finite(fn: str, what: str, value: object, lo: float | None = None, hi:
     )
     if not math.isfinite(number) or (lo is not None and number < lo) or (hi is not None and number > hi):
         raise ValueError(f"{fn}: {what} must be a finite number{bounds}, got {value!r}")
+
+
+def check_normalize_on_mean(fn: str, shape: tuple[int, ...]) -> None:
+    """`normalize_on_mean` takes each item's and channel's mean and unbiased std over the axes
+    after the channel axis: refuse a latent with no such axes, or with fewer than 2 values there
+    (the unbiased std of one value is NaN)."""
+    if len(shape) < 3:
+        raise ValueError(
+            f"{fn}: normalize_on_mean matches per-channel statistics over the axes after the channel "
+            f"axis; the latent needs at least 3 dimensions, got shape {tuple(shape)}"
+        )
+    if math.prod(shape[2:]) < 2 and math.prod(shape) > 0:
+        raise ValueError(
+            f"{fn}: normalize_on_mean needs at least 2 values per item and channel (an unbiased "
+            f"std over the axes after the channel axis), got a latent of shape {tuple(shape)}"
+        )

@@ -45,6 +45,16 @@ def test_schedule_matches_original(case):
         assert got.shape == (r["steps"],) and np.all(np.isfinite(got))
         return
     expected = a["c1"].astype(np.float64)
+    if r["name"] == "cosine" and r["stop"] is not None and int(r["stop"] * r["steps"]) == 0:
+        # The original divides by stop = 0 (NaN at step 0); ours means `steps` there, as linear
+        # (docs/mixing.md): the closed form with stop = steps, clamped and mapped as the original.
+        clamped = r["clamp"] is not None and int(r["clamp"] * r["steps"]) == 0
+        assert clamped or np.isnan(expected[0])  # a clamp at step 0 hides the original's NaN
+        t, n = np.arange(r["steps"]), r["steps"]
+        expected = (0.5 * (1 + np.cos(np.pi * (n - t) / n))) ** r["alpha_1"]
+        if r["clamp"] is not None:
+            expected[int(r["clamp"] * n) :] = 1.0
+        expected = r["blend_min"] + expected * (r["blend_max"] - r["blend_min"])
     tol = np.full_like(expected, 1e-6)
     if r["name"] == "cosine":
         # torch's float32 cos is up to an ulp (6e-8) off where XLA's is correctly rounded; the
