@@ -101,9 +101,9 @@ def test_torch_denoiser_mixing_equals_the_jax_loop_with_the_same_draws(settings)
 
 
 def test_mixing_sample_torch_takes_a_given_batch_and_reports_progress():
-    latent = _latent((1, 2, 3, 3))
+    latent = _latent((1, 4, 4, 4))
     sig = torch.tensor(SIGMAS)
-    noised = latent.repeat(len(SIGMAS), 1, 1, 1) + torch.randn(len(SIGMAS), 2, 3, 3) * sig.reshape(
+    noised = latent.repeat(len(SIGMAS), 1, 1, 1) + torch.randn(len(SIGMAS), 4, 4, 4) * sig.reshape(
         -1, 1, 1, 1
     )
     seen = []

@@ -25,6 +25,9 @@
 Importing this package imports torch, never JAX: JAX loads on first use.
 """
 
+import os
+from typing import Any
+
 from . import _inversion_node, _mixing_node, _node, _stats_node
 from ._cache import enable_node_compilation_cache as enable_node_compilation_cache
 from ._comfy_model import comfy_model_object as comfy_model_object
@@ -96,17 +99,28 @@ __all__ = [
     "latent_batch_statistics",
 ]
 
-NODE_CLASS_MAPPINGS = {
-    **_node.NODE_CLASS_MAPPINGS,
-    _inversion_node.INVERSION_NODE_ID: _inversion_node.InvertedBatchUnsamplerJax,
-    _stats_node.STATS_NODE_ID: _stats_node.LatentBatchStatisticsJax,
-    **_mixing_node.NODE_CLASS_MAPPINGS,
-}
-"""Every V1 node of the package, by id: what ComfyUI reads from a node pack."""
-NODE_DISPLAY_NAME_MAPPINGS = {
-    **_node.NODE_DISPLAY_NAME_MAPPINGS,
-    _inversion_node.INVERSION_NODE_ID: _inversion_node.INVERSION_DISPLAY_NAME,
-    _stats_node.STATS_NODE_ID: _stats_node.STATS_DISPLAY_NAME,
-    **_mixing_node.NODE_DISPLAY_NAME_MAPPINGS,
-}
-"""The display names of the V1 nodes, by id."""
+_PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
+
+
+def __getattr__(name: str) -> Any:
+    """`NODE_CLASS_MAPPINGS` (every V1 node of the package, by id: what ComfyUI reads from a node
+    pack) and `NODE_DISPLAY_NAME_MAPPINGS` (their display names), made on first access: the
+    node loading path, which alone defaults `XLA_PYTHON_CLIENT_PREALLOCATE` to `false` (so JAX,
+    loaded later, leaves torch's GPU memory alone); `import torch_bridge` changes no environment."""
+    if name not in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    os.environ.setdefault(_PREALLOCATE, "false")
+    classes = {
+        **_node.NODE_CLASS_MAPPINGS,
+        _inversion_node.INVERSION_NODE_ID: _inversion_node.InvertedBatchUnsamplerJax,
+        _stats_node.STATS_NODE_ID: _stats_node.LatentBatchStatisticsJax,
+        **_mixing_node.NODE_CLASS_MAPPINGS,
+    }
+    names = {
+        **_node.NODE_DISPLAY_NAME_MAPPINGS,
+        _inversion_node.INVERSION_NODE_ID: _inversion_node.INVERSION_DISPLAY_NAME,
+        _stats_node.STATS_NODE_ID: _stats_node.STATS_DISPLAY_NAME,
+        **_mixing_node.NODE_DISPLAY_NAME_MAPPINGS,
+    }
+    globals().update(NODE_CLASS_MAPPINGS=classes, NODE_DISPLAY_NAME_MAPPINGS=names)
+    return globals()[name]

@@ -37,6 +37,11 @@ def check_latent_tensor(fn: str, latent: object, what: str = "latent") -> torch.
         raise ValueError(
             f"{fn}: {what} must be floating point (float32, float16 or bfloat16), got {latent.dtype}"
         )
+    if latent.device.type == "meta":
+        raise ValueError(
+            f"{fn}: {what} is on device {latent.device} (a tensor without data); give a tensor on "
+            f"cpu or an accelerator (e.g. {what}.to('cpu'))"
+        )
     if latent.numel() and not bool(torch.isfinite(latent).all()):
         raise ValueError(f"{fn}: {what} contains NaN or infinite values")
     return latent

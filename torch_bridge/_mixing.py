@@ -202,7 +202,8 @@ def mixing_sample_torch(
     - `callback`: called as `callback(i, denoised, x, total)` after step `i` (ComfyUI's
       progress), with the state after the step in place of the denoised latent.
 
-    **Returns:** the final latent, a float32 tensor on `latent`'s device.
+    **Returns:** the final latent on `latent`'s device, in `latent`'s dtype (computed in
+    float32).
     """
     fn = "mixing_sample_torch"
     settings = {name: value for name, value in locals().items() if name in _OPTIONS}
@@ -213,7 +214,7 @@ def mixing_sample_torch(
     sig = torch.from_numpy(np.array(m.sigmas, np.float32)).to(device)
     steps, batch = sig.shape[0] - 1, x0.shape[0]
     if x0.numel() == 0:
-        return torch.zeros_like(x0)
+        return torch.zeros_like(latent)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
     def draw(*size: int) -> torch.Tensor:
@@ -257,4 +258,4 @@ def mixing_sample_torch(
         )  # fmt: skip
     if normalize_on_mean:
         x = match_normalize(TORCH_OPS, x, x0)
-    return x
+    return x.to(latent.dtype)  # computed in float32, returned in the latent's dtype (as the JAX function)

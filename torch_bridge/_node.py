@@ -2,15 +2,13 @@
 
 Importing this module imports torch but not JAX: JAX is imported the first time the node runs,
 so a broken JAX install shows up as an error of this node, not as a ComfyUI that fails to
-start. Before that import, `XLA_PYTHON_CLIENT_PREALLOCATE` defaults to `false`, so JAX takes
-GPU memory as it needs it instead of reserving most of the GPU that torch's models need.
+start. Reading the node mappings (`torch_bridge.NODE_CLASS_MAPPINGS`, ComfyUI's loading path)
+defaults `XLA_PYTHON_CLIENT_PREALLOCATE` to `false` before that import, so JAX takes GPU memory
+as it needs it instead of reserving most of the GPU that torch's models need; importing the
+package alone leaves the environment as it is.
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from typing import Any  # noqa: E402
 

@@ -107,15 +107,40 @@ TORCH_OPS: Any = _TorchOps()  # an `_steps.Ops`
 
 
 def call_denoiser(fn: str, denoiser: TorchDenoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """`denoiser(x, sigma * ones(B))` in float32, checked to return a tensor of x's shape."""
-    return _checked(fn, denoiser(x, sigma.reshape(1).expand(x.shape[0]).to(torch.float32)), x)
+    """`denoiser(x, sigma * ones(B))` in float32, checked to return a tensor of x's shape; its
+    own errors (TypeError, ValueError, torch's RuntimeError, IndexError: e.g. one written for a
+    scalar sigma) in one line naming `fn` and the shapes, as the JAX side's."""
+    batch = x.shape[0]
+    try:
+        out = denoiser(x, sigma.reshape(1).expand(batch).to(torch.float32))
+    except _OUT_OF_MEMORY:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
+        if str(err).startswith(f"{fn}:"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{fn}: the denoiser failed on x of shape {tuple(x.shape)} and sigma of shape ({batch},) "
+            f"(one noise level per item, k-diffusion's convention; broadcast it as "
+            f"sigma.reshape(-1, *[1] * (x.ndim - 1))): {first}"
+        ) from err
+    return _checked(fn, out, x)
+
+
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def _checked(fn: str, out: Any, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if isinstance(out, torch.Tensor):
+            got = str(tuple(out.shape))
+        else:
+            kind = type(out)
+            got = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+            if isinstance(getattr(out, "shape", None), tuple):
+                got += f" of shape {out.shape}"
         raise ValueError(
-            f"{fn}: denoiser must return an array of the latent's shape {tuple(x.shape)}, got {got}"
+            f"{fn}: denoiser must return a torch tensor of shape {tuple(x.shape)} (the latent's), got {got}"
         )
     if not (out.is_floating_point()):
         raise ValueError(f"{fn}: denoiser must return a real floating array, got dtype {out.dtype}")
