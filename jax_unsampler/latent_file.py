@@ -28,7 +28,6 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
@@ -47,8 +46,9 @@ SUFFIXES = (".latent", ".safetensors", ".npy")
 TEMP_TAG = "jax-unsampler"
 """Part of every temporary file name this module makes (`.NAME.jax-unsampler-PID.XXXXXXXX.tmp`)."""
 
-_FLOAT8 = {"F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2}
-"""safetensors float8 dtypes NumPy lacks (the `safetensors` NumPy reader fails on them)."""
+_FLOAT8 = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+"""safetensors float8 dtypes NumPy lacks (the `safetensors` NumPy reader fails on them), and
+their `ml_dtypes` names (imported only for such a file: it takes a second to load)."""
 
 _READABLE = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"}
 """safetensors dtypes the `safetensors` NumPy reader handles."""
@@ -209,8 +209,24 @@ def _read_safetensors(path: str, name: str) -> np.ndarray:
     except SafetensorError as e:
         raise ValueError(f"{name}: not a readable safetensors file ({_one_line(e)})") from None
     if MARKER_KEY not in keys:
-        latent = latent * np.float32(LEGACY_SCALE)  # LoadLatent multiplies in float32
+        latent = _legacy_scaled(name, latent)
     return latent
+
+
+def _legacy_scaled(name: str, latent: np.ndarray) -> np.ndarray:
+    """LoadLatent's `* (1 / 0.18215)` of a file without the marker, in float32 as it does;
+    values it would make infinite are refused, without NumPy's overflow warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = latent * np.float32(LEGACY_SCALE)
+    overflowed = np.isinf(scaled) & np.isfinite(latent)
+    if overflowed.any():
+        big = float(np.max(np.abs(latent[overflowed])))
+        raise ValueError(
+            f"{name}: the latent has no {MARKER_KEY!r} marker, so LoadLatent scales it by 1/0.18215, and its "
+            f"values up to {big:.4g} then overflow float32 (largest "
+            f"{float(np.finfo(np.float32).max) * 0.18215:.4g} before scaling)"
+        )
+    return scaled
 
 
 def _read_float8(path: str, entry: dict[str, Any], start: int) -> np.ndarray:
@@ -219,7 +235,9 @@ def _read_float8(path: str, entry: dict[str, Any], start: int) -> np.ndarray:
     with open(path, "rb") as f:
         f.seek(start + begin)
         raw = f.read(end - begin)
-    return np.frombuffer(raw, _FLOAT8[entry["dtype"]]).reshape(entry["shape"])
+    import ml_dtypes
+
+    return np.frombuffer(raw, getattr(ml_dtypes, _FLOAT8[entry["dtype"]])).reshape(entry["shape"])
 
 
 def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, int] | None:
@@ -255,7 +273,7 @@ def _as_float32(name: str, array: np.ndarray) -> np.ndarray:
 
     Finite values beyond float32's range would become infinite: refused, without NumPy's warning.
     """
-    if array.dtype.kind not in "fiuV" or array.dtype.kind == "V" and array.dtype.type not in _ML_FLOATS:
+    if array.dtype.kind not in "fiuV" or array.dtype.kind == "V" and array.dtype.type not in _ml_floats():
         raise ValueError(f"{name}: the latent holds {array.dtype} values, not real numbers")
     with np.errstate(over="ignore", invalid="ignore"):
         latent = np.ascontiguousarray(array, dtype=np.float32)
@@ -270,7 +288,11 @@ def _as_float32(name: str, array: np.ndarray) -> np.ndarray:
     return latent
 
 
-_ML_FLOATS = {ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2}
+def _ml_floats() -> set[type]:
+    """The `ml_dtypes` float types NumPy lacks (bfloat16, float8), imported on first need."""
+    import ml_dtypes
+
+    return {ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2}
 
 
 def _one_line(error: BaseException) -> str:

@@ -220,7 +220,7 @@ def _bad_inputs(d: Path):
         "mode": (["--mode", "nodes"], "argument --mode: invalid choice: 'nodes'"),
         "not a number": (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
         "same files": (["--preview", d / "out.latent"], "must be different files"),
-        "devices": (["--devices", "0"], "--devices: devices must be an integer in [1, 1024], got 0"),
+        "devices": (["--devices", "0"], "--devices: devices must be an integer in [1, "),
     }  # fmt: skip
 
 
@@ -268,7 +268,9 @@ def test_missing_viz_fails_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
         _cli.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name)
     )
-    monkeypatch.setattr(_cli, "demo_latent", lambda family: pytest.fail("worked before checking"))
+    from jax_unsampler.app import _demo
+
+    monkeypatch.setattr(_demo, "demo_latent", lambda family: pytest.fail("worked before checking"))
     code, _, err = run(capsys, "unsample", "--out", tmp_path / "o.latent", "--stats", tmp_path / "s.png")
     assert (
         code == 2

@@ -110,7 +110,7 @@ def test_no_output_may_be_the_input(tmp_path, capsys, flag):
 def test_outputs_through_a_linked_directory_are_still_one_file(tmp_path, capsys):
     (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
     code, out, err = run(
-        capsys, "unsample", "--out", tmp_path / "o.png", "--preview", tmp_path / "alias" / "o.png"
+        capsys, "unsample", "--out", tmp_path / "o.latent", "--preview", tmp_path / "alias" / "o.latent"
     )
     assert_one_line_error(code, out, err, "--out and --preview must be different files")
     assert sorted(os.listdir(tmp_path)) == ["alias"]

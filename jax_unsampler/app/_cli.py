@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib
 import importlib.util
 import json
 import math
@@ -21,18 +23,19 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._compilation_cache import command_cache_dir, default_cache_dir, enable_compilation_cache
-from .._keys import key_from_seed
+from .._compilation_cache import (
+    command_cache_dir,
+    default_cache_dir,
+    replacing_unreadable_entries,
+    start_command_cache,
+)
 from .._names import COUPLINGS, MAX_STEPS, MODES, SAMPLERS, SCHEDULERS, SEED_MAX
-from .._node_sigmas import unsampler_sigmas
-from .._noise import noised_latents_chunks
-from .._presets import Preset, preset, presets
-from .._unsample import mode_noise_options
 from .._validation import check_choice, check_int
 from .._version import __version__
 from ..latent_file import (
@@ -46,16 +49,45 @@ from ..latent_file import (
     load_latent,
     remove_stale_temporaries,
 )
-from ._demo import demo_latent
 from ._progress import Progress
+
+if TYPE_CHECKING:
+    from .._presets import Preset
+
+# Parsing and checking the arguments needs no JAX (`--help` and a bad option answer at once):
+# the modules that import it load when the run starts. `noised_latents_chunks` is looked up on
+# this module (see `__getattr__`), so that tests can replace it.
+_LAZY = {"noised_latents_chunks": ("jax_unsampler._noise", "noised_latents_chunks")}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def _lazy(name: str) -> Any:
+    """`name` of this module: imported on first use, or what a test put there."""
+    return getattr(sys.modules[__name__], name)
+
 
 PROG = "jax-unsampler"
 
 CHUNK_BYTES = 64 * 2**20
 """The most bytes of the batch computed and held at once; larger runs stream in chunks."""
 
-MAX_DEVICES = 1024
-"""The most XLA CPU devices `--devices` asks for."""
+MAX_DEVICES = 64
+"""The most XLA CPU devices `--devices` asks for, on any machine."""
+
+DEVICES_PER_CORE = 4
+"""The most XLA CPU devices per CPU core: with many more, XLA's CPU devices fail to meet (a
+rendezvous timeout, then an abort) instead of computing."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+"""Endings `--out` refuses: it writes a `.latent` file; images are `--preview` and `--stats`."""
 
 _SPATIAL_AXES = {1: "L", 2: "H, W", 3: "T, H, W"}
 
@@ -111,15 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command with `argv` (default: `sys.argv[1:]`).
 
     **Returns:** the exit status: 0, 2 for bad input (one line on stderr), 128 + the signal's
-    number when interrupted (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+    number when interrupted (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP), 141 (128 +
+    SIGPIPE), silently, when the reader of its output goes away (`jax-unsampler sigmas | head`).
     """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already reported
         return e.code if isinstance(e.code, int) else 2
     try:
-        with _signals_raise():
-            return args.handler(args)
+        with _signals_raise(), replacing_unreadable_entries():
+            code = args.handler(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+            return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 128 + getattr(signal, "SIGPIPE", 13)  # as a shell reports a command a closed pipe ended
     except (ValueError, OSError) as e:
         print(f"{PROG}: error: {_message(e)}", file=sys.stderr)
         return 2
@@ -129,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as e:
         print(f"{PROG}: terminated by {signal.Signals(e.signum).name}", file=sys.stderr)
         return 128 + e.signum
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that flushing what is left at exit raises nothing."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _message(error: Exception) -> str:
@@ -149,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", dest="command", required=True)
 
     schedule = _Parser(add_help=False)
-    schedule.add_argument("--model", default="sd15", help=f"model family preset: {', '.join(presets())}")
+    schedule.add_argument("--model", default="sd15", help=f"model family preset: {', '.join(preset_names())}")
     schedule.add_argument("--sampler", default="euler", help="ComfyUI sampler name (decides the sigma count)")
     schedule.add_argument("--scheduler", default="karras", help=f"ComfyUI scheduler: {', '.join(SCHEDULERS)}")
     schedule.add_argument("--steps", type=int, default=20, help=f"KSampler steps, 0 to {MAX_STEPS}")
@@ -185,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     unsample.add_argument("--stats", metavar="PNG", help="plot per-step mean, std and normality")
     unsample.add_argument(
         "--devices", type=int, metavar="N",
-        help=f"XLA CPU devices to spread the steps over (1 to {MAX_DEVICES}; default: one per CPU core). "
+        help=f"XLA CPU devices to spread the steps over (1 to {max_devices()}: {DEVICES_PER_CORE} per CPU "
+        f"core, at most {MAX_DEVICES}; default: one per CPU core). "
         "The output's bytes are the same for every N",
     )  # fmt: skip
     unsample.add_argument("--chunk-steps", type=int, help=argparse.SUPPRESS)  # tests force streaming
@@ -203,10 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _start_jax(args: argparse.Namespace, devices: int | None = None) -> None:
     """Set what the command owns in its process before JAX starts: the compilation cache and,
-    for `unsample`, the number of XLA CPU devices (the library itself changes neither)."""
-    folder = command_cache_dir(args.cache_dir, args.no_cache)
-    if folder is not None:
-        enable_compilation_cache(folder)
+    for `unsample`, the number of XLA CPU devices (the library itself changes neither).
+
+    Called once every argument is checked; folders it creates for the cache are removed again
+    (`_remove_new_cache_folders`) when the run then fails on its input."""
+    args.new_cache_folder = _first_missing(command_cache_dir(args.cache_dir, args.no_cache))
+    start_command_cache(args.cache_dir, args.no_cache)
     if devices is not None:
         import jax
 
@@ -216,10 +265,51 @@ def _start_jax(args: argparse.Namespace, devices: int | None = None) -> None:
             jax.config.update("jax_num_cpu_devices", devices)
 
 
+def _first_missing(folder: os.PathLike[str] | None) -> str | None:
+    """The outermost folder of `folder`'s chain that does not exist yet (None: all exist)."""
+    if folder is None:
+        return None
+    missing = None
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        missing, path = path, os.path.dirname(path)
+        if path == missing:
+            break
+    return missing
+
+
+def _remove_new_cache_folders(args: argparse.Namespace) -> None:
+    """Remove the cache folders this run created, after it failed (they hold at most the few
+    programs compiled before the failure)."""
+    folder = getattr(args, "new_cache_folder", None)
+    if folder and os.path.isdir(folder) and not os.path.islink(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def cpu_cores() -> int:
     """The CPU cores this process may run on."""
     affinity = getattr(os, "sched_getaffinity", None)
     return max(1, len(affinity(0)) if affinity else (os.cpu_count() or 1))
+
+
+def max_devices() -> int:
+    """The most XLA CPU devices `--devices` accepts here: `DEVICES_PER_CORE` per core, at most
+    `MAX_DEVICES`."""
+    return min(MAX_DEVICES, DEVICES_PER_CORE * cpu_cores())
+
+
+def _check_devices(value: int | None) -> int:
+    """`--devices`, or one device per core when it is not given."""
+    if value is None:
+        return min(cpu_cores(), MAX_DEVICES)
+    most = max_devices()
+    try:
+        return check_int("--devices", "devices", value, 1, most)
+    except ValueError as e:
+        raise ValueError(
+            f"{e} ({DEVICES_PER_CORE} per CPU core on this machine's {cpu_cores()}, at most {MAX_DEVICES}: "
+            "more XLA CPU devices than cores only wait for each other)"
+        ) from None
 
 
 def _mesh(devices: int) -> Any:
@@ -232,27 +322,63 @@ def _mesh(devices: int) -> Any:
     return jax.sharding.Mesh(np.array(found), ("steps",))
 
 
-def _schedule(args: argparse.Namespace) -> tuple[Preset, np.ndarray]:
-    """The model family and the run's sigmas, after checking every schedule option."""
-    family = preset(check_choice("--model", "model", args.model, presets()))
-    sampler = check_choice("--sampler", "sampler", args.sampler, SAMPLERS)
-    scheduler = check_choice("--scheduler", "scheduler", args.scheduler, SCHEDULERS)
-    steps = check_int("--steps", "steps", args.steps, 0, MAX_STEPS)
+@functools.lru_cache(maxsize=1)
+def preset_names() -> tuple[str, ...]:
+    """The model presets' names, read without JAX (`presets()` reads the same file, with it)."""
+    raw = json.loads(resources.files("jax_unsampler").joinpath("data/presets.json").read_text())
+    return tuple(raw["presets"])
+
+
+def _check_choice(flag: str, what: str, value: str, choices: Sequence[str]) -> str:
+    """`check_choice`, with a hint for a choice in the wrong case (`--model SDXL`: 'sdxl')."""
+    try:
+        return check_choice(flag, what, value, choices)
+    except ValueError as e:
+        same = [c for c in choices if c.lower() == value.lower()]
+        if not same or "did you mean" in str(e):
+            raise
+        raise ValueError(
+            f"{flag}: unknown {what} {value!r} (did you mean {same[0]!r}?); "
+            f"valid choices: {', '.join(choices)}"
+        ) from None
+
+
+def _check_schedule(args: argparse.Namespace) -> None:
+    """Every schedule option, checked without JAX."""
+    _check_choice("--model", "model", args.model, preset_names())
+    _check_choice("--sampler", "sampler", args.sampler, SAMPLERS)
+    _check_choice("--scheduler", "scheduler", args.scheduler, SCHEDULERS)
+    check_int("--steps", "steps", args.steps, 0, MAX_STEPS)
     start = check_int("--start", "start", args.start, 0, MAX_STEPS)
     end = check_int("--end", "end", args.end, 0, MAX_STEPS)
     if start > end:
         raise ValueError(
             f"--start {start} is after --end {end}: the window [start, end) must not be reversed"
         )
+
+
+def _schedule(args: argparse.Namespace) -> tuple[Preset, np.ndarray]:
+    """The model family and the run's sigmas (the options are checked: `_check_schedule`)."""
+    from .._node_sigmas import unsampler_sigmas
+    from .._presets import preset
+
+    family = preset(args.model)
     scale = family.latent_scale_factor if args.mode == "node" else 1.0
-    sigmas = unsampler_sigmas(family.model_sampling, sampler, scheduler, steps, start, end, scale)
+    sigmas = unsampler_sigmas(
+        family.model_sampling, args.sampler, args.scheduler, args.steps, args.start, args.end, scale
+    )
     return family, np.asarray(sigmas)
 
 
 def run_sigmas(args: argparse.Namespace) -> int:
     """`jax-unsampler sigmas`: the table (step, sigma, model sigma, timestep) or a JSON list."""
+    _check_schedule(args)
     _start_jax(args)
-    family, sigmas = _schedule(args)
+    try:
+        family, sigmas = _schedule(args)
+    except (ValueError, OSError):
+        _remove_new_cache_folders(args)
+        raise
     if args.json:
         print(json.dumps(sigmas.tolist()))
         return 0
@@ -275,6 +401,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
     resolved path and by inode) and must differ from the other targets. Temporary files that an
     earlier, killed run left next to a target are removed, with a note on stderr.
     """
+    suffix = os.path.splitext(args.out)[1].lower()
+    if suffix in IMAGE_SUFFIXES:
+        raise ValueError(
+            f"--out: {display_name(args.out)} ends in {suffix}, an image's ending, but --out writes a "
+            f".latent file: name it OUT.latent, and ask for a picture with --preview {display_name(args.out)}"
+        )
     wanted = {"--preview": (args.preview, "PIL"), "--stats": (args.stats, "matplotlib")}
     for flag, (path, module) in wanted.items():
         if path and importlib.util.find_spec(module) is None:
@@ -358,22 +490,39 @@ def chunk_steps_for(latent_shape: tuple[int, ...], steps: int | None = None) -> 
 
 
 def run_unsample(args: argparse.Namespace) -> int:
-    """`jax-unsampler unsample`: check everything, then stream the batch into the output files."""
+    """`jax-unsampler unsample`: check everything, then stream the batch into the output files.
+
+    The options and the input file are checked before JAX starts (an error answers at once,
+    and creates no cache folder)."""
     _check_outputs(args)
-    devices = cpu_cores() if args.devices is None else check_int("--devices", "devices", args.devices, 1,
-                                                                 MAX_DEVICES)  # fmt: skip
-    _start_jax(args, devices)
-    family, sigmas = _schedule(args)
-    key = key_from_seed(check_int("--seed", "seed", args.seed, 0, SEED_MAX))
+    devices = _check_devices(args.devices)
+    _check_schedule(args)
+    seed = check_int("--seed", "seed", args.seed, 0, SEED_MAX)
     if args.chunk_steps is not None:
         check_int("--chunk-steps", "chunk steps", args.chunk_steps, 1, MAX_STEPS)
+    loaded = load_latent(args.input) if args.input else None
+    _start_jax(args, devices)
+    try:
+        _run_unsample(args, devices, seed, loaded)
+    except (ValueError, OSError):
+        _remove_new_cache_folders(args)
+        raise
+    return 0
+
+
+def _run_unsample(args: argparse.Namespace, devices: int, seed: int, loaded: np.ndarray | None) -> None:
+    from .._keys import key_from_seed
+    from ._demo import demo_latent
+
+    family, sigmas = _schedule(args)
+    key = key_from_seed(seed)
     if len(sigmas) == 0:
         raise ValueError(
             f"--steps {args.steps}, --start {args.start}, --end {args.end} select no step (the window is "
             "[start, min(steps, end))): use --start below both --steps and --end"
         )
     source = display_name(args.input) if args.input else "demo"
-    latent = _fit(load_latent(args.input) if args.input else demo_latent(family), family, source)
+    latent = _fit(loaded if loaded is not None else demo_latent(family), family, source)
     metadata = _metadata(args, family, source, latent, sigmas)
     _check_free_space(
         args.out, latent_file_size((len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
@@ -387,7 +536,6 @@ def run_unsample(args: argparse.Namespace) -> int:
     for path in (args.preview, args.stats):
         if path:
             print(f"wrote {display_name(path)}")
-    return 0
 
 
 def _metadata(args, family: Preset, source: str, latent: np.ndarray, sigmas: np.ndarray) -> dict[str, str]:
@@ -421,6 +569,8 @@ def _stream(
     Every output goes to a temporary file, renamed into place only once all are complete. A
     write error without a file name (ENOSPC, EFBIG) is reported with the output's name.
     """
+    from .._unsample import mode_noise_options
+
     options = mode_noise_options(family.model_sampling, family.latent_format, args.mode)
     chunk = args.chunk_steps or chunk_steps_for(latent.shape, len(sigmas))
     collectors = _collectors(args, latent, sigmas, options)
@@ -459,13 +609,14 @@ def _write_batch(
     """The `.latent` file, chunk by chunk, each chunk also handed to the image collectors."""
     with open(temporary, "wb") as f:
         writer = LatentWriter(f, (len(sigmas) * latent.shape[0], *latent.shape[1:]), metadata)
-        parts = noised_latents_chunks(
+        parts = _lazy("noised_latents_chunks")(
             key, latent, sigmas, chunk_steps=chunk, normalize=args.normalize, coupling=args.coupling,
             mesh=mesh, **options,
         )  # fmt: skip
         try:
             for i, chunk_array in enumerate(parts):
                 part = np.asarray(chunk_array)
+                _check_finite(args, part, i * chunk, latent)
                 writer.write(part)
                 for collector in collectors.values():
                     collector.add(i * chunk, part)
@@ -473,6 +624,21 @@ def _write_batch(
         finally:
             progress.close()
         writer.finish()
+
+
+def _check_finite(args: argparse.Namespace, part: np.ndarray, first_step: int, latent: np.ndarray) -> None:
+    """Refuse a chunk of the batch holding NaN or infinite values (float32 overflowed): nothing
+    is written then."""
+    if np.isfinite(part).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(part).reshape(part.shape[0], -1).all(axis=1))[0]
+    step = first_step + int(bad) // latent.shape[0]
+    biggest = float(np.max(np.abs(latent)))
+    cause = " with --normalize (its mean and standard deviation)" if args.normalize else ""
+    raise ValueError(
+        f"--out: {display_name(args.out)} not written: the batch holds NaN or infinite values from step "
+        f"{step} on, float32 overflowed{cause}; the input's values reach {biggest:.4g}, scale them down"
+    )
 
 
 def _collectors(args, latent: np.ndarray, sigmas: np.ndarray, options: dict) -> dict:
