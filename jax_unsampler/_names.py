@@ -85,7 +85,8 @@ INVERSION_ZERO_SIGMA = 1e-4
 """Where a step that starts at sigma 0 evaluates the denoiser (see `inverted_latents`)."""
 
 MAX_STEPS = 10000
-"""The largest step count or step bound the ComfyUI node accepts."""
+"""10000: the largest step count or step bound the ComfyUI node accepts; the default
+`end_at_step` of `unsampler_sigmas` and `batch_unsample` (the whole schedule)."""
 
 SEED_MAX = 2**64 - 1
 """The largest seed `key_from_seed` (and ComfyUI's seed inputs) accept."""

@@ -46,7 +46,8 @@ def unsampler_sigmas(
     **Arguments:**
 
     - `ms`, `sampler_name`, `scheduler`, `steps`: as for `ksampler_sigmas`.
-    - `start_at_step`, `end_at_step`: 0 to 10000, the node's window.
+    - `start_at_step`, `end_at_step`: 0 to `MAX_STEPS` (10000, the node's largest), the node's
+      window; the default `end_at_step=MAX_STEPS` means the whole schedule.
     - `latent_scale_factor`: the divisor, a positive finite number (Python, NumPy or JAX
       scalar; traced: changing it does not recompile, and under `jit` it is not checked).
 

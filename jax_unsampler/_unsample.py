@@ -74,7 +74,8 @@ def batch_unsample(
     - `key`: a PRNG key.
     - `model`: a preset name (`"sdxl"`), a `Preset`, a `ModelSampling` (scale factor 1) or a
       `(ModelSampling, latent_scale_factor)` pair.
-    - `sampler_name`, `scheduler`, `steps`, `start_at_step`, `end_at_step`: the node's inputs.
+    - `sampler_name`, `scheduler`, `steps`, `start_at_step`, `end_at_step`: the node's inputs;
+      the default `end_at_step=MAX_STEPS` (10000, the node's largest) means the whole schedule.
     - `latent`: the `(B, C, ...)` latent (keyword-only).
     - `normalize`: the node's `normalize`.
     - `mode`: `"node"` (default): exactly the original node, `x + sigma / scale * eps`.

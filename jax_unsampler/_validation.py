@@ -284,3 +284,23 @@ def check_normalize_on_mean(fn: str, shape: tuple[int, ...]) -> None:
             f"{fn}: normalize_on_mean needs at least 2 values per item and channel (an unbiased "
             f"std over the axes after the channel axis), got a latent of shape {tuple(shape)}"
         )
+
+
+SPATIAL_AXES = {1: "L", 2: "H, W", 3: "T, H, W"}
+"""How a latent's axes after the channel axis are written, by their number."""
+
+
+def check_latent_fits(
+    fn: str, shape: tuple[int, ...], model: str, channels: int, dimensions: int | None = None
+) -> None:
+    """The one rule of a latent and the model it is given with: `channels` on axis 1 and, where
+    the model's `dimensions` (spatial axes) are known, `dimensions + 2` axes. `model` names the
+    model as the caller's user knows it (`--model sd15`, `the model (SD15)`)."""
+    rank = None if dimensions is None else dimensions + 2
+    if len(shape) >= 2 and shape[1] == channels and (rank is None or len(shape) == rank):
+        return
+    axes = "..." if dimensions is None else SPATIAL_AXES.get(dimensions, "...")
+    raise ValueError(
+        f"{fn}: a latent of shape {tuple(shape)} does not fit {model}, whose latents are "
+        f"(B, {channels}, {axes}); pick the model the latent is from"
+    )

@@ -209,6 +209,32 @@ def test_advanced_bad_input_is_one_line_naming_the_node(model, inputs, match):
     assert "\n" not in str(err.value)
 
 
+def test_advanced_diverging_model_is_one_line_naming_the_node_and_step(model):
+    # The probe's tiny random model diverged at stop_blending_at_pct=0.2 and ended in the
+    # internal "blend: x contains NaN"; here a model patched to diverge from its second call on.
+    diverging = model.clone()
+    calls = []
+
+    def wrapper(apply, args):
+        calls.append(1)
+        out = apply(args["input"], args["timestep"], **args["c"])
+        return out if len(calls) < 2 else out * float("nan")
+
+    diverging.set_model_unet_function_wrapper(wrapper)
+    args = dict(
+        model=diverging, seed=0, cfg=1.0, sampler_name="euler", scheduler="karras",
+        positive=POS, negative=NEG,
+        latent_image_batch={"samples": torch.zeros(3, 4, 2, 2)},
+    )  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^JaxUnsampler_IterativeMixingKSamplerAdvanced: the model's output at step 3 of 3 "
+        r"\(euler, karras\) holds NaN or infinite values: the model diverged there",
+    ) as err:
+        run_node(tb.IterativeMixingKSamplerAdvancedJax, **args)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("inputs", "match"),
     [

@@ -102,3 +102,15 @@ def test_unsampler_sigmas_may_start_at_0_as_documented(scheduler, steps):
     z = np.asarray(ju.unsampler_sigmas(ju.preset("sd15").model_sampling, "euler", scheduler, steps))
     assert z[0] == 0.0 and np.all(z[1:] > 0) and np.all(np.diff(z) >= 0)
     assert "no 0" not in (ROOT / "docs" / "conventions.md").read_text()
+
+
+def test_docs_code_blocks_wrap_and_max_steps_is_explained():
+    # Code blocks wider than the column hid comments behind scrollbars: the site's stylesheet
+    # wraps them. The API page showed `end_at_step: int = MAX_STEPS` without saying what it is.
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert "stylesheets/extra.css" in config
+    assert "white-space: pre-wrap" in (ROOT / "docs" / "stylesheets" / "extra.css").read_text()
+    assert ju.MAX_STEPS == 10000
+    for f in (ju.unsampler_sigmas, ju.batch_unsample):
+        doc = " ".join((f.__doc__ or "").split())
+        assert "MAX_STEPS` (10000" in doc and "whole schedule" in doc, f.__name__

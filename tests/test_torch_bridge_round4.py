@@ -88,3 +88,24 @@ def test_scalar_sigma_torch_denoiser_wrapped():
         ValueError, match=r"mixing_sample_torch: the denoiser failed on x of shape .* sigma of shape \(2,\)"
     ):
         tb.mixing_sample_torch(scalar, torch.ones(2, 4, 2, 2), [3.0, 1.0, 0.0], seed=0)
+
+
+def test_batch_unsampler_refuses_a_latent_the_model_does_not_take():
+    # The command refuses it ("does not fit --model ..."); the node by the same rule, read from
+    # the model's latent format as ComfyUI declares it (latent_channels, latent_dimensions).
+    import torch_bridge_doubles as doubles
+
+    model = doubles.patcher("sd15")
+    lf = model.get_model_object("latent_format")
+    lf.latent_channels, lf.latent_dimensions = 4, 2
+    args = dict(
+        model=model, sampler_name="euler", scheduler="normal", steps=3, start_at_step=0, end_at_step=10000
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^JaxUnsampler_BatchUnsampler: latent_image: a latent of shape \(1, 16, 8, 8\) does not fit "
+        r"the model \(SD15\), whose latents are \(B, 4, H, W\); pick the model the latent is from$",
+    ):
+        tb.batch_unsample_comfy(**args, latent_image={"samples": torch.zeros(1, 16, 8, 8)})
+    out = tb.batch_unsample_comfy(**args, latent_image={"samples": torch.zeros(1, 4, 8, 8)})
+    assert out["samples"].shape == (3, 4, 8, 8)

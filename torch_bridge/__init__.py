@@ -101,6 +101,14 @@ __all__ = [
 
 _PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
 
+# Declared, not assigned: made by `__getattr__` on first access (the node loading path).
+NODE_CLASS_MAPPINGS: dict[str, type]
+"""Every V1 node of the package, by id: what ComfyUI reads from a node pack. Reading it defaults
+`XLA_PYTHON_CLIENT_PREALLOCATE` to `false` (JAX, loaded later, leaves torch's GPU memory alone);
+`import torch_bridge` alone changes no environment."""
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str]
+"""The display names of the V1 nodes, by id (made with `NODE_CLASS_MAPPINGS`)."""
+
 
 def __getattr__(name: str) -> Any:
     """`NODE_CLASS_MAPPINGS` (every V1 node of the package, by id: what ComfyUI reads from a node

@@ -212,6 +212,23 @@ def _latent_format_object(fn: str, model: Any) -> Any:
     return comfy_model_object(model, "latent_format", fn=fn)
 
 
+def check_latent_fits_model(fn: str, model: Any, shape: tuple[int, ...]) -> None:
+    """Refuse a latent that does not fit a ComfyUI MODEL's latent format (its `latent_channels`
+    and `latent_dimensions`, as every ComfyUI format declares; a format without them is not
+    checked): the rule of `jax_unsampler._validation.check_latent_fits`, the command's too."""
+    from jax_unsampler._validation import check_latent_fits
+
+    lf = _latent_format_object(fn, model)
+    channels = getattr(lf, "latent_channels", None)
+    if not isinstance(channels, int):
+        return
+    dimensions = getattr(lf, "latent_dimensions", None)
+    name = type(lf).__name__
+    check_latent_fits(
+        fn, shape, f"the model ({name})", channels, dimensions if isinstance(dimensions, int) else None
+    )
+
+
 def latent_scale_factor(model) -> float:
     """The latent scale factor of a ComfyUI MODEL: what the original node divides sigmas by.
 

@@ -270,6 +270,13 @@ def iterative_mixing_ksampler_advanced_comfy(
         except ValueError as e:
             raise ValueError(node_message(fn, e)) from None
         sampled = sampled.detach().cpu().to(torch.float32)
+        if not bool(torch.isfinite(sampled).all()):
+            raise ValueError(
+                f"{fn}: the model's output at step {i + 1} of {steps} ({sampler_name}, {scheduler}) holds "
+                "NaN or infinite values: the model diverged there, so the latent cannot be blended (its "
+                "input was finite). Try another sampler or scheduler, more steps, a lower cfg, or a later "
+                "stop_blending_at_pct (blending less of the batch into the late steps)"
+            )
         before_mixing[(i + 1) * per_step : (i + 2) * per_step] = sampled
         mixed = ju.blend(function, to_jax(z[rows].contiguous()), to_jax(sampled.contiguous()), c1[i])
         out[(i + 1) * per_step : (i + 2) * per_step] = to_torch(mixed)

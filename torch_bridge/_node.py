@@ -26,6 +26,7 @@ from jax_unsampler._validation import check_choice, check_int  # noqa: E402
 
 from ._cache import enable_node_compilation_cache  # noqa: E402
 from ._comfy_model import (  # noqa: E402
+    check_latent_fits_model,
     comfy_model_object,
     latent_format_from_comfy,
     latent_scale_factor,
@@ -191,6 +192,7 @@ def batch_unsample_comfy(
     if not isinstance(normalize, bool):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
     ms, divisor, latent_format = read_model(fn, model, mode)
+    check_latent_fits_model(f"{fn}: latent_image", model, tuple(samples.shape))
     try:
         return _compute(
             fn, model, ms, sampler_name, scheduler, steps, start_at_step, end_at_step, latent_image, samples,

@@ -36,7 +36,7 @@ from .._compilation_cache import (
     start_command_cache,
 )
 from .._names import COUPLINGS, MAX_STEPS, MODES, SAMPLERS, SCHEDULERS, SEED_MAX
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_int, check_latent_fits
 from .._version import __version__
 from ..latent_file import (
     SUFFIXES,
@@ -88,8 +88,6 @@ rendezvous timeout, then an abort) instead of computing."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 """Endings `--out` refuses: it writes a `.latent` file; images are `--preview` and `--stats`."""
-
-_SPATIAL_AXES = {1: "L", 2: "H, W", 3: "T, H, W"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -468,12 +466,9 @@ def _fit(latent: np.ndarray, family: Preset, source: str) -> np.ndarray:
     """The latent as a `(B, C, *spatial)` batch of `family`'s shape (a lone latent gets B = 1)."""
     if latent.ndim == family.latent_rank - 1:
         latent = latent[None]
-    if latent.ndim != family.latent_rank or latent.shape[1] != family.latent_channels:
-        axes = _SPATIAL_AXES.get(family.latent_dimensions, "...")
-        raise ValueError(
-            f"{source}: a latent of shape {latent.shape} does not fit --model {family.name}, whose "
-            f"latents are (B, {family.latent_channels}, {axes}); pick the model the latent is from"
-        )
+    check_latent_fits(
+        source, latent.shape, f"--model {family.name}", family.latent_channels, family.latent_dimensions
+    )
     if latent.size == 0:
         raise ValueError(f"{source}: the latent is empty (shape {latent.shape})")
     return latent
