@@ -114,3 +114,20 @@ def test_docs_code_blocks_wrap_and_max_steps_is_explained():
     for f in (ju.unsampler_sigmas, ju.batch_unsample):
         doc = " ".join((f.__doc__ or "").split())
         assert "MAX_STEPS` (10000" in doc and "whole schedule" in doc, f.__name__
+
+
+def test_a_nan_denoiser_gives_nan_never_a_finite_number():
+    # docs/denoisers.md: NaN from the denoiser reaches the result (no silently finite number).
+    lat = jnp.ones((1, 4, 4, 4))
+    s = jnp.array([3.0, 1.0, 0.0])
+
+    def nan_at_low_sigma(x, sigma):
+        return jnp.where(sigma.reshape(-1, 1, 1, 1) < 2.0, jnp.nan, 0.5 * x)
+
+    for sampler in ("euler", "dpmpp_2m", "euler_ancestral"):
+        out = ju.sample(nan_at_low_sigma, lat, s, sampler=sampler, key=jax.random.key(0))
+        assert bool(jnp.all(jnp.isnan(out))), sampler
+    mixed = ju.iterative_mixing_sample(nan_at_low_sigma, lat, s, key=jax.random.key(0))
+    assert bool(jnp.all(jnp.isnan(mixed)))
+    inv = ju.inverted_latents(nan_at_low_sigma, lat, jnp.array([0.0, 1.0, 3.0]))
+    assert bool(jnp.all(jnp.isnan(inv[-1])))
