@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import warnings
 
@@ -307,3 +309,55 @@ def test_a_corrupted_cache_entry_is_replaced(tmp_path):
     third = run_it()  # written anew: read back without a word
     assert third.stdout == first.stdout and third.stderr == ""
     assert all(e.read_bytes() != b"not a compiled program" for e in cache.glob("*-cache"))
+
+
+def _command(argv, **kw):
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "jax_unsampler", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        **kw,
+    )
+
+
+def test_proc_self_as_cache_folder_is_one_line_not_a_stall():
+    # The probe: each lookup waited 10 s for a lock there (`sigmas --steps 3`: 1 min 43 s).
+    done = _command(["sigmas", "--steps", "3", "--cache-dir", "/proc/self"], cwd="/")
+    assert done.returncode == 0 and done.stdout
+    assert done.stderr.startswith("jax-unsampler: compilation cache off: /proc/self: ")
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
+    reason="runs the command as another user: needs root and setpriv (CI runs as root)",
+)
+def test_a_read_only_cache_folder_of_a_non_root_user_is_one_line(request):
+    # As root every folder is writable; as a plain user a read-only folder of one's own passes
+    # the ownership check, then no file can be written: refused once, no stall, no warnings.
+    nobody = 65534
+    # Outside pytest's folders (mode 0700: another user cannot reach into them).
+    home = pathlib.Path(tempfile.mkdtemp(prefix="jax-unsampler-nobody-"))
+    request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
+    cache = home / "cache"
+    cache.mkdir()
+    home.chmod(0o755)
+    os.chown(home, nobody, nobody)
+    os.chown(cache, nobody, nobody)
+    cache.chmod(0o500)
+    argv = ["sigmas", "--steps", "3", "--cache-dir", str(cache)]
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1]), "HOME": str(home)}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = subprocess.run(
+        ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", sys.executable,
+         "-m", "jax_unsampler", *argv],
+        capture_output=True, text=True, env=env, timeout=120, cwd=home,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"jax-unsampler: compilation cache off: {cache}: cannot write to it")
+    assert done.stderr.count("\n") == 1
+    assert list(cache.iterdir()) == []
