@@ -311,7 +311,7 @@ def test_a_corrupted_cache_entry_is_replaced(tmp_path):
     assert all(e.read_bytes() != b"not a compiled program" for e in cache.glob("*-cache"))
 
 
-def _command(argv, **kw):
+def _run_as_is(argv, **kw):
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return subprocess.run(
@@ -326,7 +326,7 @@ def _command(argv, **kw):
 
 def test_proc_self_as_cache_folder_is_one_line_not_a_stall():
     # The probe: each lookup waited 10 s for a lock there (`sigmas --steps 3`: 1 min 43 s).
-    done = _command(["sigmas", "--steps", "3", "--cache-dir", "/proc/self"], cwd="/")
+    done = _run_as_is(["sigmas", "--steps", "3", "--cache-dir", "/proc/self"], cwd="/")
     assert done.returncode == 0 and done.stdout
     assert done.stderr.startswith("jax-unsampler: compilation cache off: /proc/self: ")
     assert done.stderr.count("\n") == 1
