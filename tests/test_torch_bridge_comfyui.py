@@ -69,6 +69,7 @@ def test_every_comfyui_scheduler_matches_comfyuis_ksampler(comfy, family):
     assert list(spec["scheduler"][0]) == list(comfy.samplers.KSampler.SCHEDULERS)
     patcher = _patcher(comfy, family)
     scale = patcher.get_model_object("latent_format").scale_factor
+    channels = patcher.get_model_object("latent_format").latent_channels  # the node refuses others
     ms = model_sampling_from_comfy(patcher)
     top = float(patcher.get_model_object("model_sampling").sigma_max) / scale
     for scheduler in comfy.samplers.KSampler.SCHEDULERS:
@@ -80,8 +81,9 @@ def test_every_comfyui_scheduler_matches_comfyuis_ksampler(comfy, family):
             np.testing.assert_allclose(
                 got, want, rtol=1e-5, atol=1e-6 * top, err_msg=f"{scheduler} {sampler}"
             )
-            out = run(patcher, sampler, scheduler, 7, 1, 6, {"samples": torch.zeros(1, 4, 2, 2)}, seed=3)
-            assert out["samples"].shape == (len(want), 4, 2, 2)
+            latent = {"samples": torch.zeros(1, channels, 2, 2)}
+            out = run(patcher, sampler, scheduler, 7, 1, 6, latent, seed=3)
+            assert out["samples"].shape == (len(want), channels, 2, 2)
 
 
 def test_old_style_model_batch_3_float16_5d_and_extra_keys(comfy):
